@@ -1,0 +1,226 @@
+"""create_app(settings): routers, middleware, error envelope, lifespan."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keysat import __version__
+from keysat.access.ratelimit import RateLimiter
+from keysat.access.service import MasterKey
+from keysat.catalog.routes import admin_router as catalog_admin_router
+from keysat.catalog.routes import public_router as catalog_public_router
+from keysat.db import Database
+from keysat.errors import ApiError, bad_request, internal_error, method_not_allowed, not_found
+from keysat.issuer.routes import router as issuer_router
+from keysat.issuer.service import IssuerKeys, ensure_signing_key
+from keysat.licensing.jobs import ValidationLogWriter
+from keysat.licensing.routes import admin_router as licensing_admin_router
+from keysat.licensing.routes import public_router as licensing_public_router
+from keysat.operator.routes import router as operator_router
+from keysat.settings import Settings
+from keysat.state import AppState
+from keysat.wire import BODY_MODEL_ATTR
+
+log = logging.getLogger(__name__)
+
+CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
+class EdgeMiddleware:
+    """CORS for every response (public-api.md 1.6) and no-store on the admin surface."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if (
+            scope["method"] == "OPTIONS"
+            and origin is not None
+            and "access-control-request-method" in headers
+        ):
+            await self._preflight(headers, send)
+            return
+        no_store = scope["path"].startswith("/v1/admin")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response_headers = MutableHeaders(scope=message)
+                if origin is not None:
+                    response_headers["Access-Control-Allow-Origin"] = "*"
+                if no_store:
+                    response_headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    @staticmethod
+    async def _preflight(headers: Headers, send: Send) -> None:
+        response_headers = [
+            (b"access-control-allow-origin", b"*"),
+            (b"access-control-allow-methods", CORS_METHODS.encode()),
+            (b"access-control-max-age", b"600"),
+            (b"content-length", b"0"),
+        ]
+        requested = headers.get("access-control-request-headers")
+        if requested:
+            response_headers.append((b"access-control-allow-headers", requested.encode("latin-1")))
+        await send({"type": "http.response.start", "status": 200, "headers": response_headers})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return _error_response(not_found("no such endpoint"))
+        if exc.status_code == 405:
+            return _error_response(method_not_allowed(request.method, request.url.path))
+        if exc.status_code == 400:
+            return _error_response(bad_request(str(exc.detail)))
+        return _error_response(ApiError(exc.status_code, "error", str(exc.detail)))
+
+    @app.exception_handler(RequestValidationError)
+    async def query_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        name = str(first["loc"][-1]) if first.get("loc") else "request"
+        if first.get("type") == "missing":
+            return _error_response(bad_request(f"missing query parameter '{name}'"))
+        return _error_response(bad_request(f"invalid parameter '{name}'"))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        reference = secrets.token_hex(6)
+        log.error(
+            "internal error %s on %s %s", reference, request.method, request.url.path, exc_info=exc
+        )
+        return _error_response(internal_error(reference))
+
+
+def _body_model(route: APIRoute) -> type[BaseModel] | None:
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        model = getattr(dependant.call, BODY_MODEL_ATTR, None)
+        if model is not None:
+            return model  # type: ignore[no-any-return]
+        pending.extend(dependant.dependencies)
+    return None
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """OpenAPI 3.1 from the routes; request bodies come from the models our parser uses."""
+    document = get_openapi(
+        title="Keysat", version=__version__, openapi_version="3.1.0", routes=app.routes
+    )
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    components["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        model = _body_model(route)
+        for method in route.methods:
+            operation = document["paths"][route.path_format][method.lower()]
+            operation["security"] = (
+                [{"bearerAuth": []}] if route.path_format.startswith("/v1/admin") else []
+            )
+            if model is not None:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
+                        }
+                    },
+                }
+    return document
+
+
+async def prepare(state: AppState) -> None:
+    """Everything that must succeed before the first request: schema and signing key."""
+    await state.db.migrate()
+    await ensure_signing_key(state.db, state.issuer_keys)
+
+
+def build_state(settings: Settings, admin_key: str, db: Database | None = None) -> AppState:
+    database = db or Database(settings.database_url)
+    return AppState(
+        settings=settings,
+        db=database,
+        master_key=MasterKey(admin_key),
+        issuer_keys=IssuerKeys(),
+        rate_limiter=RateLimiter(database, settings),
+        validation_log=ValidationLogWriter(database),
+    )
+
+
+def create_app(state: AppState) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        state.validation_log.start()
+        try:
+            yield
+        finally:
+            await state.validation_log.stop()
+            await state.db.dispose()
+
+    app = FastAPI(
+        title="Keysat",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.state.keysat = state
+    app.router.redirect_slashes = False
+    for router in (
+        operator_router,
+        issuer_router,
+        catalog_public_router,
+        catalog_admin_router,
+        licensing_public_router,
+        licensing_admin_router,
+    ):
+        app.include_router(router)
+
+    @app.get("/v1/openapi.json", include_in_schema=False)
+    async def openapi_document() -> JSONResponse:
+        if app.openapi_schema is None:
+            app.openapi_schema = build_openapi(app)
+        return JSONResponse(app.openapi_schema)
+
+    _install_error_handlers(app)
+    app.add_middleware(EdgeMiddleware)
+    return app

@@ -1,0 +1,66 @@
+"""Service information, liveness and the audit log."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from keysat import __version__
+from keysat.access.actor import Actor
+from keysat.access.routes import require_scope
+from keysat.operator import schemas
+from keysat.operator.service import effective_operator_name, list_audit
+from keysat.state import app_state
+from keysat.wire import query_int, respond
+
+router = APIRouter()
+
+
+@router.get("/", response_model=schemas.ServiceInfo)
+async def service_info(request: Request) -> JSONResponse:
+    state = app_state(request)
+    async with state.db.read() as session:
+        key = await state.issuer_keys.current(session)
+        operator = await effective_operator_name(session, state.settings.operator_name)
+    response = respond(
+        {
+            "service": "keysat",
+            "version": __version__,
+            "operator": operator,
+            "public_key_pem": key.public_key_pem,
+            "key_algorithm": "ed25519",
+            "key_format_version": 2,
+        }
+    )
+    response.headers["Vary"] = "Accept"
+    return response
+
+
+@router.get("/healthz")
+async def healthz() -> JSONResponse:
+    return respond({"ok": True})
+
+
+@router.get("/v1/admin/audit", response_model=schemas.AuditList)
+async def audit_log(
+    request: Request,
+    limit: str | None = None,
+    action: str | None = None,
+    target_kind: str | None = None,
+    target_id: str | None = None,
+    before_id: str | None = None,
+    actor: Actor = require_scope("audit:read"),
+) -> JSONResponse:
+    state = app_state(request)
+    before = query_int("before_id", before_id, 0, -(2**63), 2**63 - 1) if before_id else None
+    async with state.db.read() as session:
+        entries = await list_audit(
+            session,
+            limit=query_int("limit", limit, 200, 1, 1000),
+            action=action,
+            target_kind=target_kind,
+            target_id=target_id,
+            before_id=before,
+        )
+    return respond({"entries": [schemas.audit_entry_json(entry) for entry in entries]})
+

@@ -1,0 +1,180 @@
+"""Wire conventions shared by every route: JSON bodies, timestamps, ids.
+
+Bodies are parsed here rather than by the framework so that every body-level problem gets
+the error envelope with the documented message (public-api.md 1.2), and so that
+authentication (a route dependency declared before the body) always runs first.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from keysat.errors import bad_request
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+BODY_MODEL_ATTR = "__keysat_body_model__"
+
+M = TypeVar("M", bound=BaseModel)
+
+_TYPE_WORDS = {
+    "string_type": "string",
+    "int_type": "integer",
+    "int_from_float": "integer",
+    "int_parsing": "integer",
+    "bool_type": "boolean",
+    "bool_parsing": "boolean",
+    "list_type": "array",
+    "dict_type": "object",
+    "model_type": "object",
+    "model_attributes_type": "object",
+}
+
+
+def format_ts(value: datetime) -> str:
+    """RFC 3339, UTC, `+00:00`, exactly six fractional digits."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def format_optional_ts(value: datetime | None) -> str | None:
+    return None if value is None else format_ts(value)
+
+
+def parse_ts(field: str, text: str) -> datetime:
+    """Any RFC 3339 timestamp with an offset, normalized to UTC."""
+    candidate = text.strip()
+    if candidate.endswith(("Z", "z")):
+        candidate = candidate[:-1] + "+00:00"
+    try:
+        if "T" not in candidate.upper():
+            raise ValueError(text)
+        parsed = datetime.fromisoformat(candidate)
+    except ValueError:
+        raise bad_request(f"field '{field}' must be an RFC 3339 timestamp") from None
+    if parsed.tzinfo is None:
+        raise bad_request(f"field '{field}' must be an RFC 3339 timestamp with an offset")
+    return parsed.astimezone(UTC)
+
+
+def normalize_id(value: str) -> str | None:
+    """Accept hyphenated or 32-hex UUIDs; return the canonical form, or None."""
+    try:
+        return str(uuid.UUID(hex=value.strip()))
+    except ValueError:
+        return None
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _is_json_content_type(value: str | None) -> bool:
+    if not value:
+        return False
+    media = value.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise bad_request("request body exceeds 2 MiB")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise bad_request("request body exceeds 2 MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def validation_message(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"] if not isinstance(part, int)]
+    name = loc[-1] if loc else "body"
+    kind = first["type"]
+    if kind == "missing":
+        return f"missing field '{name}'"
+    if kind in _TYPE_WORDS:
+        return f"field '{name}' must be a{'n' if _TYPE_WORDS[kind][0] in 'aio' else ''} {_TYPE_WORDS[kind]}"
+    if kind in ("string_too_long", "too_long"):
+        limit = (first.get("ctx") or {}).get("max_length")
+        unit = "characters" if kind == "string_too_long" else "items"
+        return f"field '{name}' is too long (max {limit} {unit})"
+    return f"field '{name}': {first['msg']}"
+
+
+async def parse_json_object(request: Request, *, allow_empty: bool) -> dict[str, Any]:
+    raw = await read_body(request)
+    if allow_empty and not raw.strip():
+        return {}
+    if not _is_json_content_type(request.headers.get("content-type")):
+        raise bad_request("expected a JSON body (Content-Type: application/json)")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("invalid JSON body") from None
+    if not isinstance(data, dict):
+        raise bad_request("invalid JSON body")
+    return data
+
+
+def validate_model(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise bad_request(validation_message(exc)) from None
+
+
+def json_body(model: type[M], *, allow_empty: bool = False) -> Any:
+    """A route dependency that parses and validates a JSON object body."""
+
+    async def dependency(request: Request) -> M:
+        return validate_model(model, await parse_json_object(request, allow_empty=allow_empty))
+
+    setattr(dependency, BODY_MODEL_ATTR, model)
+    return Depends(dependency)
+
+
+BodyDependency = Callable[[Request], Coroutine[Any, Any, BaseModel]]
+
+
+def respond(content: Any) -> JSONResponse:
+    """A JSON answer built by hand: skips the framework's slow re-serialisation."""
+    return JSONResponse(content)
+
+
+def query_bool(name: str, value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise bad_request(f"query parameter '{name}' must be true or false")
+
+
+def query_int(name: str, value: str | None, default: int, low: int, high: int) -> int:
+    """Decimal integers; out-of-range values are clamped (admin-api.md 0.3)."""
+    if value is None:
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise bad_request(f"query parameter '{name}' must be an integer") from None
+    return min(max(number, low), high)
+
+
+def query_required(name: str, value: str | None) -> str:
+    if value is None:
+        raise bad_request(f"missing query parameter '{name}'")
+    return value

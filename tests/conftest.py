@@ -73,9 +73,7 @@ def pg_template() -> Iterator[str | None]:
 
 
 @pytest.fixture
-def database_url(
-    tmp_path: Path, sqlite_template: Path, pg_template: str | None
-) -> Iterator[str]:
+def database_url(tmp_path: Path, sqlite_template: Path, pg_template: str | None) -> Iterator[str]:
     """A fresh, migrated database for one test; the URL in KEYSAT_DATABASE_URL form."""
     if pg_template is None or PG_URL is None:
         path = tmp_path / "keysat.db"

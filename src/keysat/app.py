@@ -28,14 +28,25 @@ from keysat.errors import ApiError, bad_request, internal_error, method_not_allo
 from keysat.issuer.routes import router as issuer_router
 from keysat.issuer.service import IssuerKeys, ensure_signing_key
 from keysat.licensing.jobs import ValidationLogWriter
+from keysat.licensing.machines import MachineEndpoints
 from keysat.licensing.routes import admin_router as licensing_admin_router
 from keysat.licensing.routes import public_router as licensing_public_router
+from keysat.licensing.validation import Validator
 from keysat.operator.routes import router as operator_router
 from keysat.settings import Settings
 from keysat.state import AppState
 from keysat.wire import BODY_MODEL_ATTR
 
 log = logging.getLogger(__name__)
+
+ROUTERS = (
+    operator_router,
+    issuer_router,
+    catalog_public_router,
+    catalog_admin_router,
+    licensing_public_router,
+    licensing_admin_router,
+)
 
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 
@@ -142,11 +153,12 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     components["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
-    for route in app.routes:
+    routes = [route for router in ROUTERS for route in router.routes]
+    for route in routes:
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
         model = _body_model(route)
-        for method in route.methods:
+        for method in route.methods or ():
             operation = document["paths"][route.path_format][method.lower()]
             operation["security"] = (
                 [{"bearerAuth": []}] if route.path_format.startswith("/v1/admin") else []
@@ -174,13 +186,18 @@ async def prepare(state: AppState) -> None:
 
 def build_state(settings: Settings, admin_key: str, db: Database | None = None) -> AppState:
     database = db or Database(settings.database_url)
+    issuer_keys = IssuerKeys()
+    limiter = RateLimiter(database, settings)
+    validation_log = ValidationLogWriter(database)
     return AppState(
         settings=settings,
         db=database,
         master_key=MasterKey(admin_key),
-        issuer_keys=IssuerKeys(),
-        rate_limiter=RateLimiter(database, settings),
-        validation_log=ValidationLogWriter(database),
+        issuer_keys=issuer_keys,
+        rate_limiter=limiter,
+        validation_log=validation_log,
+        validator=Validator(database, issuer_keys, limiter, validation_log),
+        machines=MachineEndpoints(database, issuer_keys, limiter),
     )
 
 
@@ -205,14 +222,7 @@ def create_app(state: AppState) -> FastAPI:
     )
     app.state.keysat = state
     app.router.redirect_slashes = False
-    for router in (
-        operator_router,
-        issuer_router,
-        catalog_public_router,
-        catalog_admin_router,
-        licensing_public_router,
-        licensing_admin_router,
-    ):
+    for router in ROUTERS:
         app.include_router(router)
 
     @app.get("/v1/openapi.json", include_in_schema=False)

@@ -121,7 +121,9 @@ class _Env:
             return True
         if lowered in _FALSE:
             return False
-        raise SettingsError(f"{name}: expected a boolean (true/false, 1/0, yes/no, on/off), got {value!r}")
+        raise SettingsError(
+            f"{name}: expected a boolean (true/false, 1/0, yes/no, on/off), got {value!r}"
+        )
 
     def url(self, name: str) -> str | None:
         value = self.get(name)
@@ -228,7 +230,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     mode = env.choice("KEYSAT_ENV", "production", ("production", "development"))
     sandbox = env.bool("KEYSAT_SANDBOX_MODE", False) or mode == "development"
 
-    host, port = parse_bind("KEYSAT_BIND", env.get("KEYSAT_BIND") or "0.0.0.0:8080")  # noqa: S104
+    host, port = parse_bind("KEYSAT_BIND", env.get("KEYSAT_BIND") or "0.0.0.0:8080")
 
     explicit_dir = env.get("KEYSAT_DATA_DIR")
     database_url, data_dir = _database_url(env, Path(explicit_dir) if explicit_dir else None)

@@ -11,6 +11,8 @@ from keysat.access.service import MasterKey
 from keysat.db import Database
 from keysat.issuer.service import IssuerKeys
 from keysat.licensing.jobs import ValidationLogWriter
+from keysat.licensing.machines import MachineEndpoints
+from keysat.licensing.validation import Validator
 from keysat.settings import Settings
 
 
@@ -22,6 +24,8 @@ class AppState:
     issuer_keys: IssuerKeys
     rate_limiter: RateLimiter
     validation_log: ValidationLogWriter
+    validator: Validator
+    machines: MachineEndpoints
 
 
 def app_state(request: Request) -> AppState:

@@ -79,7 +79,9 @@ def _is_json_content_type(value: str | None) -> bool:
     if not value:
         return False
     media = value.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 async def read_body(request: Request) -> bytes:
@@ -104,7 +106,8 @@ def validation_message(error: ValidationError) -> str:
     if kind == "missing":
         return f"missing field '{name}'"
     if kind in _TYPE_WORDS:
-        return f"field '{name}' must be a{'n' if _TYPE_WORDS[kind][0] in 'aio' else ''} {_TYPE_WORDS[kind]}"
+        # The wording of public-api.md 1.2, kept literally: clients may match on it.
+        return f"field '{name}' must be a {_TYPE_WORDS[kind]}"
     if kind in ("string_too_long", "too_long"):
         limit = (first.get("ctx") or {}).get("max_length")
         unit = "characters" if kind == "string_too_long" else "items"

@@ -26,7 +26,7 @@ def _trusted(
 
 
 def client_address(request: Request, trusted_proxies: tuple[IPNetwork, ...]) -> str | None:
-    """The peer address, or the right-most untrusted X-Forwarded-For entry behind a trusted proxy."""
+    """The peer address; behind a trusted proxy, the right-most untrusted forwarded hop."""
     if request.client is None:
         return None
     peer = _parse(request.client.host)
@@ -34,7 +34,9 @@ def client_address(request: Request, trusted_proxies: tuple[IPNetwork, ...]) -> 
         return None
     if not trusted_proxies or not _trusted(peer, trusted_proxies):
         return str(peer)
-    hops = [part for header in request.headers.getlist("x-forwarded-for") for part in header.split(",")]
+    hops = [
+        part for header in request.headers.getlist("x-forwarded-for") for part in header.split(",")
+    ]
     for hop in reversed(hops):
         address = _parse(hop)
         if address is None:

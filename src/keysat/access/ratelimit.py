@@ -55,7 +55,8 @@ class RateLimiter:
         if limit is None:
             return ALLOWED
         at = now()
-        insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         await session.execute(
             insert(RateBucket)
             .values(

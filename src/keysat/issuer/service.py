@@ -129,6 +129,11 @@ async def import_issuer_key(
 async def export_issuer_key(session: AsyncSession, keys: IssuerKeys, actor: Actor) -> IssuerKey:
     key = await keys.current(session)
     record_audit(
-        session, actor, "issuer_key.export", "server_key", None, {"public_key_pem": key.public_key_pem}
+        session,
+        actor,
+        "issuer_key.export",
+        "server_key",
+        None,
+        {"public_key_pem": key.public_key_pem},
     )
     return key

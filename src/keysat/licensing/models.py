@@ -16,7 +16,9 @@ LICENSE_STATUSES = ("active", "suspended", "revoked")
 class License(Base):
     __tablename__ = "licenses"
     __table_args__ = (
-        sa.CheckConstraint("status IN ('active', 'suspended', 'revoked')", name="ck_licenses_status"),
+        sa.CheckConstraint(
+            "status IN ('active', 'suspended', 'revoked')", name="ck_licenses_status"
+        ),
         sa.CheckConstraint("grace_seconds >= 0", name="ck_licenses_grace"),
         sa.CheckConstraint("max_machines >= 0", name="ck_licenses_max_machines"),
         sa.Index("ix_licenses_product_id", "product_id"),
@@ -90,7 +92,9 @@ class ValidationLog(Base):
         sa.Index("ix_validation_log_license_occurred", "license_id", "occurred_at"),
     )
 
-    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     license_id: Mapped[str | None] = mapped_column(Id, nullable=True)
     product_id: Mapped[str | None] = mapped_column(Id, nullable=True)
     fingerprint: Mapped[str | None] = mapped_column(sa.Text, nullable=True)

@@ -63,4 +63,3 @@ async def audit_log(
             before_id=before,
         )
     return respond({"entries": [schemas.audit_entry_json(entry) for entry in entries]})
-

@@ -498,7 +498,8 @@ def upgrade() -> None:
     )
 
     op.execute(
-        "INSERT INTO merchant_profiles (id, name, is_default, smtp_use_starttls, created_at, updated_at) "
+        "INSERT INTO merchant_profiles "
+        "(id, name, is_default, smtp_use_starttls, created_at, updated_at) "
         "VALUES ('00000000-0000-4000-8000-000000000001', 'Default', true, true, "
         "'2026-01-01T00:00:00.000000+00:00', '2026-01-01T00:00:00.000000+00:00')"
     )

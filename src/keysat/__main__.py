@@ -1,0 +1,3 @@
+from keysat.cli import main
+
+main()

@@ -8,6 +8,7 @@ authentication (a route dependency declared before the body) always runs first.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -115,6 +116,18 @@ def validation_message(error: ValidationError) -> str:
     return f"field '{name}': {first['msg']}"
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    # Python's parser turns 1e999 into inf, which could be stored but never sent back.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
 async def parse_json_object(request: Request, *, allow_empty: bool) -> dict[str, Any]:
     raw = await read_body(request)
     if allow_empty and not raw.strip():
@@ -122,12 +135,25 @@ async def parse_json_object(request: Request, *, allow_empty: bool) -> dict[str,
     if not _is_json_content_type(request.headers.get("content-type")):
         raise bad_request("expected a JSON body (Content-Type: application/json)")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise bad_request("invalid JSON body") from None
     if not isinstance(data, dict):
         raise bad_request("invalid JSON body")
+    if _has_nul(data):
+        raise bad_request("strings must not contain NUL characters")
     return data
+
+
+def _has_nul(value: Any) -> bool:
+    """PostgreSQL text cannot hold U+0000; refuse it up front on every database."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def validate_model(model: type[M], data: dict[str, Any]) -> M:

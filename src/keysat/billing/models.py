@@ -13,14 +13,18 @@ from keysat.db import Base, Id, UTCDateTime
 class Invoice(Base):
     __tablename__ = "invoices"
     __table_args__ = (
-        sa.CheckConstraint("kind IN ('purchase', 'renewal', 'tier_change')", name="ck_invoices_kind"),
+        sa.CheckConstraint(
+            "kind IN ('purchase', 'renewal', 'tier_change')", name="ck_invoices_kind"
+        ),
         sa.CheckConstraint(
             "status IN ('pending', 'settled', 'expired', 'invalid')", name="ck_invoices_status"
         ),
         sa.CheckConstraint(
             "provider_kind IN ('none', 'sandbox', 'btcpay', 'zaprite')", name="ck_invoices_provider"
         ),
-        sa.CheckConstraint("rail IS NULL OR rail IN ('lightning', 'onchain', 'card')", name="ck_invoices_rail"),
+        sa.CheckConstraint(
+            "rail IS NULL OR rail IN ('lightning', 'onchain', 'card')", name="ck_invoices_rail"
+        ),
         sa.CheckConstraint("amount_sats >= 0", name="ck_invoices_amount"),
         sa.CheckConstraint("base_price_sats >= 0", name="ck_invoices_base_price"),
         sa.CheckConstraint("discount_applied_sats >= 0", name="ck_invoices_discount"),

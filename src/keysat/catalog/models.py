@@ -14,7 +14,9 @@ from keysat.db import Base, Id, Json, UTCDateTime
 class Product(Base):
     __tablename__ = "products"
     __table_args__ = (
-        sa.CheckConstraint("price_currency IN ('SAT', 'BTC', 'USD', 'EUR')", name="ck_products_currency"),
+        sa.CheckConstraint(
+            "price_currency IN ('SAT', 'BTC', 'USD', 'EUR')", name="ck_products_currency"
+        ),
         sa.CheckConstraint("price_value >= 0", name="ck_products_price_value"),
         sa.CheckConstraint("price_sats >= 0", name="ck_products_price_sats"),
         sa.Index("ix_products_active", "active"),

@@ -51,6 +51,9 @@ def format_optional_ts(value: datetime | None) -> str | None:
 def parse_ts(field: str, text: str) -> datetime:
     """Any RFC 3339 timestamp with an offset, normalized to UTC."""
     candidate = text.strip()
+    if "T" not in candidate.upper() and candidate.count(" ") == 1:
+        # RFC 3339 (section 5.6, note) lets a space separate the date and the time.
+        candidate = candidate.replace(" ", "T")
     if candidate.endswith(("Z", "z")):
         candidate = candidate[:-1] + "+00:00"
     try:

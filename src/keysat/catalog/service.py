@@ -191,8 +191,9 @@ def catalog_json(catalog: list[dict[str, str]] | None) -> list[dict[str, str]] |
     ]
 
 
-def check_entitlements(values: list[str]) -> list[str]:
-    """Entitlements must fit in a license key (license-keys.md) and be distinct."""
+def check_entitlements(values: Sequence[str], *, distinct: bool = True) -> list[str]:
+    """Entitlements must fit in a license key (license-keys.md); policies also keep them
+    distinct, while a hand-issued license takes the list as given."""
     if len(values) > MAX_ENTITLEMENTS:
         raise bad_request(f"at most {MAX_ENTITLEMENTS} entitlements fit in a license key")
     seen: set[str] = set()
@@ -203,7 +204,7 @@ def check_entitlements(values: list[str]) -> list[str]:
             raise bad_request(
                 f"an entitlement is longer than {MAX_ENTITLEMENT_BYTES} bytes of UTF-8"
             )
-        if value in seen:
+        if distinct and value in seen:
             raise bad_request(f"duplicate entitlement '{value}'")
         seen.add(value)
     return list(values)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from keysat.access.actor import Actor
 from keysat.billing.models import Invoice
 from keysat.catalog.models import Policy, Product
-from keysat.catalog.service import get_policy_by_slug, get_product_by_slug
+from keysat.catalog.service import check_entitlements, get_policy_by_slug, get_product_by_slug
 from keysat.clock import now
 from keysat.errors import bad_request, not_found
 from keysat.issuer.service import IssuerKey
@@ -24,8 +24,6 @@ from keysat.operator.service import record_audit
 from keysat.webhooks.service import record_event
 from keysat.wire import format_optional_ts, new_id, normalize_id, parse_ts
 
-MAX_ENTITLEMENTS = 255
-MAX_ENTITLEMENT_BYTES = 255
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 SEARCH_LIMIT = 100
@@ -42,18 +40,6 @@ def license_key(license_row: License, key: IssuerKey) -> str:
         entitlements=license_row.entitlements,
         private_key=key.private_key,
     )
-
-
-def check_entitlements(values: Sequence[str]) -> list[str]:
-    """The key format's limits (license-keys.md 7.1), checked before anything is stored."""
-    if len(values) > MAX_ENTITLEMENTS:
-        raise bad_request(f"at most {MAX_ENTITLEMENTS} entitlements are allowed")
-    for value in values:
-        if not value:
-            raise bad_request("entitlements must be non-empty strings")
-        if len(value.encode("utf-8")) > MAX_ENTITLEMENT_BYTES:
-            raise bad_request(f"entitlement '{value[:40]}' is longer than 255 bytes")
-    return list(values)
 
 
 def normalize_email(value: str | None) -> str | None:
@@ -104,7 +90,7 @@ def manual_terms(
     if not 0 <= grace <= INT64_MAX:
         raise bad_request("grace_seconds must be 0 or more")
     if not 0 <= machines <= INT32_MAX:
-        raise bad_request("max_machines must be 0 (unlimited) or more")
+        raise bad_request(f"max_machines must be between 0 (unlimited) and {INT32_MAX}")
     is_trial = (
         request.is_trial if request.is_trial is not None else (policy.is_trial if policy else False)
     )
@@ -118,7 +104,7 @@ def manual_terms(
         grace_seconds=grace,
         max_machines=machines,
         is_trial=is_trial,
-        entitlements=check_entitlements(entitlements),
+        entitlements=check_entitlements(entitlements, distinct=False),
     )
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from support import ADMIN, create_product, issue_license
 
 from keysat.keys import generate_private_key, private_key_to_pem, public_key_to_pem
 from keysat.operator.models import AuditEntry
+from support import ADMIN, create_product, issue_license
 
 
 async def test_unknown_route_wrong_method_and_trailing_slash(server) -> None:  # type: ignore[no-untyped-def]

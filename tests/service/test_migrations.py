@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from support import create_policy, create_product, issue_license
 
 from keysat.db import MIGRATIONS_DIR, Database, MigrationError
+from support import create_policy, create_product, issue_license
 
 BROKEN_MIGRATION = '''
 """A migration that changes the schema and data, then fails half-way."""

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
+
+import sqlalchemy as sa
+
+from keysat.keys import KeyFields, parse_key
+from keysat.licensing.models import Machine
+from keysat.webhooks.models import WebhookEvent
 
 ADMIN_KEY = "test-admin-key-0123456789abcdefghijklmnop"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -30,3 +38,54 @@ async def issue_license(server: Any, product_slug: str = "acme", **fields: Any) 
     )
     assert response.status_code == 200, response.text
     return dict(response.json())
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def event_rows(server: Any, event_type: str) -> list[WebhookEvent]:
+    async with server.state.db.read() as session:
+        query = (
+            sa.select(WebhookEvent)
+            .where(WebhookEvent.event_type == event_type)
+            .order_by(WebhookEvent.created_at)
+        )
+        return list((await session.execute(query)).scalars())
+
+
+async def events(server: Any, event_type: str) -> list[dict[str, Any]]:
+    """The outbox envelopes recorded for one event type, oldest first."""
+    return [json.loads(row.payload_json) for row in await event_rows(server, event_type)]
+
+
+async def machines_of(server: Any, license_id: str) -> list[Machine]:
+    async with server.state.db.read() as session:
+        query = (
+            sa.select(Machine)
+            .where(Machine.license_id == license_id)
+            .order_by(Machine.activated_at, Machine.id)
+        )
+        return list((await session.execute(query)).scalars())
+
+
+async def signing_key(server: Any) -> Any:
+    async with server.state.db.read() as session:
+        return (await server.state.issuer_keys.current(session)).private_key
+
+
+def fields_of(key: str, **changes: Any) -> KeyFields:
+    """The fields of an existing key, with some replaced: for re-signing odd variants."""
+    parsed = parse_key(key)
+    values: dict[str, Any] = {
+        "version": 2,
+        "flags": parsed.flags,
+        "product_id": parsed.product_id,
+        "license_id": parsed.license_id,
+        "issued_at": parsed.issued_at,
+        "expires_at": parsed.expires_at,
+        "fingerprint_hash": parsed.fingerprint_hash,
+        "entitlements": parsed.entitlements,
+    }
+    values.update(changes)
+    return KeyFields(**values)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,8 +13,13 @@ import sqlalchemy as sa
 from keysat.clock import clock
 from keysat.licensing.models import Machine
 from keysat.operator.models import AuditEntry
-from keysat.webhooks.models import WebhookEvent
-from support import ADMIN, ADMIN_KEY, create_product, issue_license
+from support import (
+    ADMIN,
+    ADMIN_KEY,
+    create_product,
+    events,
+    issue_license,
+)
 
 T0 = datetime(2031, 11, 2, 3, 4, 5, 600700, tzinfo=UTC)
 MACHINE_ROW_FIELDS = {
@@ -61,17 +65,6 @@ async def load_machine(server: Any, machine_id: str) -> Machine:
         row = await session.get(Machine, machine_id)
         assert row is not None
         return row
-
-
-async def events(server: Any, event_type: str) -> list[dict[str, Any]]:
-    async with server.state.db.read() as session:
-        query = (
-            sa.select(WebhookEvent)
-            .where(WebhookEvent.event_type == event_type)
-            .order_by(WebhookEvent.created_at)
-        )
-        rows = (await session.execute(query)).scalars().all()
-    return [json.loads(row.payload_json) for row in rows]
 
 
 async def audits(server: Any, action: str) -> list[AuditEntry]:

@@ -18,8 +18,15 @@ from keysat.clock import clock
 from keysat.keys import FLAG_TRIAL, load_public_key_pem, verify_key
 from keysat.licensing.models import License
 from keysat.operator.models import AuditEntry
-from keysat.webhooks.models import WebhookEvent
-from support import ADMIN, ADMIN_KEY, create_policy, create_product, issue_license
+from support import (
+    ADMIN,
+    ADMIN_KEY,
+    create_policy,
+    create_product,
+    event_rows,
+    events,
+    issue_license,
+)
 
 T0 = datetime(2031, 9, 10, 11, 12, 13, 456789, tzinfo=UTC)
 CLIENT_IP = "203.0.113.7"
@@ -78,20 +85,6 @@ async def audits(server: Any, action: str) -> list[AuditEntry]:
     async with server.state.db.read() as session:
         query = sa.select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)
         return list((await session.execute(query)).scalars())
-
-
-async def event_rows(server: Any, event_type: str) -> list[WebhookEvent]:
-    async with server.state.db.read() as session:
-        query = (
-            sa.select(WebhookEvent)
-            .where(WebhookEvent.event_type == event_type)
-            .order_by(WebhookEvent.created_at)
-        )
-        return list((await session.execute(query)).scalars())
-
-
-async def events(server: Any, event_type: str) -> list[dict[str, Any]]:
-    return [json.loads(row.payload_json) for row in await event_rows(server, event_type)]
 
 
 def assert_error(response: Any, status: int, error: str, message: str | None = None) -> None:

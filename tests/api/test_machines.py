@@ -4,8 +4,6 @@ and the seat cap under concurrency (DECISIONS 10, 11)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,24 +14,26 @@ import sqlalchemy as sa
 from keysat.clock import clock
 from keysat.keys import (
     FLAG_FINGERPRINT_BOUND,
-    KeyFields,
     encode_key,
     fingerprint_hash,
     generate_private_key,
-    parse_key,
 )
 from keysat.licensing.models import License, Machine, ValidationLog
 from keysat.operator.models import AuditEntry
-from keysat.webhooks.models import WebhookEvent
-from support import create_policy, create_product, issue_license
+from support import (
+    create_policy,
+    create_product,
+    events,
+    fields_of,
+    issue_license,
+    machines_of,
+    sha,
+    signing_key,
+)
 
 CLIENT_IP = "203.0.113.7"
 T0 = datetime(2031, 6, 1, 8, 0, 0, 250000, tzinfo=UTC)
 ROUTES = ["/v1/machines/activate", "/v1/machines/heartbeat", "/v1/machines/deactivate"]
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def post(server: Any, route: str, key: str, fingerprint: str, **fields: Any) -> Any:
@@ -59,55 +59,13 @@ async def deactivate(server: Any, key: str, fingerprint: str, **fields: Any) -> 
     return dict(response.json())
 
 
-async def machines_of(server: Any, license_id: str) -> list[Machine]:
-    async with server.state.db.read() as session:
-        query = (
-            sa.select(Machine)
-            .where(Machine.license_id == license_id)
-            .order_by(Machine.activated_at, Machine.id)
-        )
-        return list((await session.execute(query)).scalars())
-
-
 async def active_machines(server: Any, license_id: str) -> list[Machine]:
     return [m for m in await machines_of(server, license_id) if m.deactivated_at is None]
-
-
-async def events(server: Any, event_type: str) -> list[dict[str, Any]]:
-    async with server.state.db.read() as session:
-        query = (
-            sa.select(WebhookEvent)
-            .where(WebhookEvent.event_type == event_type)
-            .order_by(WebhookEvent.created_at)
-        )
-        rows = (await session.execute(query)).scalars().all()
-    return [json.loads(row.payload_json) for row in rows]
 
 
 async def audit_count(server: Any) -> int:
     async with server.state.db.read() as session:
         return int((await session.execute(sa.select(sa.func.count(AuditEntry.id)))).scalar_one())
-
-
-async def signing_key(server: Any) -> Any:
-    async with server.state.db.read() as session:
-        return (await server.state.issuer_keys.current(session)).private_key
-
-
-def fields_of(key: str, **changes: Any) -> KeyFields:
-    parsed = parse_key(key)
-    values: dict[str, Any] = {
-        "version": 2,
-        "flags": parsed.flags,
-        "product_id": parsed.product_id,
-        "license_id": parsed.license_id,
-        "issued_at": parsed.issued_at,
-        "expires_at": parsed.expires_at,
-        "fingerprint_hash": parsed.fingerprint_hash,
-        "entitlements": parsed.entitlements,
-    }
-    values.update(changes)
-    return KeyFields(**values)
 
 
 def activate_body(

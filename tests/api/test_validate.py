@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import struct
 import uuid
@@ -21,7 +20,6 @@ from keysat.clock import clock
 from keysat.keys import (
     FLAG_FINGERPRINT_BOUND,
     FLAG_TRIAL,
-    KeyFields,
     derive_key,
     encode_key,
     fingerprint_hash,
@@ -30,9 +28,17 @@ from keysat.keys import (
     parse_key,
     verify_key,
 )
-from keysat.licensing.models import License, Machine, ValidationLog
-from keysat.webhooks.models import WebhookEvent
-from support import create_policy, create_product, issue_license
+from keysat.licensing.models import License, ValidationLog
+from support import (
+    create_policy,
+    create_product,
+    events,
+    fields_of,
+    issue_license,
+    machines_of,
+    sha,
+    signing_key,
+)
 
 CLIENT_IP = "203.0.113.7"
 T0 = datetime(2031, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
@@ -51,10 +57,6 @@ def ts(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 async def validate(server: Any, key: str, **fields: Any) -> dict[str, Any]:
     response = await server.client.post("/v1/validate", json={"key": key, **fields})
     assert response.status_code == 200, response.text
@@ -66,48 +68,6 @@ async def log_rows(server: Any) -> list[ValidationLog]:
     async with server.state.db.read() as session:
         query = sa.select(ValidationLog).order_by(ValidationLog.id)
         return list((await session.execute(query)).scalars())
-
-
-async def machines_of(server: Any, license_id: str) -> list[Machine]:
-    async with server.state.db.read() as session:
-        query = (
-            sa.select(Machine)
-            .where(Machine.license_id == license_id)
-            .order_by(Machine.activated_at)
-        )
-        return list((await session.execute(query)).scalars())
-
-
-async def events(server: Any, event_type: str) -> list[dict[str, Any]]:
-    async with server.state.db.read() as session:
-        query = (
-            sa.select(WebhookEvent)
-            .where(WebhookEvent.event_type == event_type)
-            .order_by(WebhookEvent.created_at)
-        )
-        rows = (await session.execute(query)).scalars().all()
-    return [json.loads(row.payload_json) for row in rows]
-
-
-async def signing_key(server: Any) -> Any:
-    async with server.state.db.read() as session:
-        return (await server.state.issuer_keys.current(session)).private_key
-
-
-def fields_of(key: str, **changes: Any) -> KeyFields:
-    parsed = parse_key(key)
-    values: dict[str, Any] = {
-        "version": 2,
-        "flags": parsed.flags,
-        "product_id": parsed.product_id,
-        "license_id": parsed.license_id,
-        "issued_at": parsed.issued_at,
-        "expires_at": parsed.expires_at,
-        "fingerprint_hash": parsed.fingerprint_hash,
-        "entitlements": parsed.entitlements,
-    }
-    values.update(changes)
-    return KeyFields(**values)
 
 
 async def update_license(server: Any, license_id: str, **values: Any) -> None:

@@ -126,7 +126,7 @@ class Server:
     client: httpx.AsyncClient
 
     async def flush_logs(self) -> None:
-        await self.state.validation_log.flush()
+        await self.state.write_behind.flush()
 
     async def admin_post(self, path: str, body: Any = None) -> httpx.Response:
         return await self.client.post(path, json=body if body is not None else {}, headers=ADMIN)
@@ -143,7 +143,8 @@ class Server:
 
 async def _close(server: Server) -> None:
     await server.client.aclose()
-    await server.state.validation_log.flush()
+    await server.state.write_behind.flush()
+    server.state.key_reader.close()
     await server.state.db.dispose()
 
 

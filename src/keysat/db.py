@@ -34,6 +34,13 @@ class MigrationError(Exception):
     """A migration failed; the database was left as it was."""
 
 
+def sqlite_timestamp(value: datetime) -> str:
+    """The one text form of a timestamp on SQLite: fixed width, so text order is time order."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are never stored")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC instants; fixed-width text on SQLite so text order is time order."""
 
@@ -48,12 +55,11 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
+        if dialect.name == "sqlite":
+            return sqlite_timestamp(value)
         if value.tzinfo is None:
             raise ValueError("naive datetimes are never stored")
-        value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            return value.isoformat(timespec="microseconds")
-        return value
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -96,6 +102,13 @@ class Database:
             )
         self._write_lock = asyncio.Lock()
 
+    @property
+    def sqlite_path(self) -> str | None:
+        """The database file, for SQLite; None for PostgreSQL."""
+        if not self.is_sqlite:
+            return None
+        return self.url.split(":///", 1)[1]
+
     @staticmethod
     def _ensure_sqlite_dir(url: str) -> None:
         path = url.split(":///", 1)[1]
@@ -125,6 +138,12 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with AsyncSession(self.engine, expire_on_commit=False) as session:
             yield session
+
+    @asynccontextmanager
+    async def writer_turn(self) -> AsyncIterator[None]:
+        """This process's turn to write, for writers that bypass `write()` (SQLite only)."""
+        async with self._write_lock:
+            yield
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

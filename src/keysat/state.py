@@ -10,7 +10,8 @@ from keysat.access.ratelimit import RateLimiter
 from keysat.access.service import MasterKey
 from keysat.db import Database
 from keysat.issuer.service import IssuerKeys
-from keysat.licensing.jobs import ValidationLogWriter
+from keysat.licensing.jobs import WriteBehind
+from keysat.licensing.keyauth import KeyReader
 from keysat.licensing.machines import MachineEndpoints
 from keysat.licensing.validation import Validator
 from keysat.settings import Settings
@@ -23,7 +24,8 @@ class AppState:
     master_key: MasterKey
     issuer_keys: IssuerKeys
     rate_limiter: RateLimiter
-    validation_log: ValidationLogWriter
+    write_behind: WriteBehind
+    key_reader: KeyReader
     validator: Validator
     machines: MachineEndpoints
 

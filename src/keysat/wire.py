@@ -24,6 +24,7 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 BODY_MODEL_ATTR = "__keysat_body_model__"
 
 M = TypeVar("M", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
 
 _TYPE_WORDS = {
     "string_type": "string",
@@ -164,6 +165,21 @@ def validate_model(model: type[M], data: dict[str, Any]) -> M:
         return model.model_validate(data, strict=True)
     except ValidationError as exc:
         raise bad_request(validation_message(exc)) from None
+
+
+async def parse_body(request: Request, model: type[M], *, allow_empty: bool = False) -> M:
+    """Parse and validate a JSON object body inside a handler (no dependency machinery)."""
+    return validate_model(model, await parse_json_object(request, allow_empty=allow_empty))
+
+
+def documents_body(model: type[BaseModel]) -> Callable[[F], F]:
+    """Name the body model of a handler that parses its own body, for the OpenAPI document."""
+
+    def mark(handler: F) -> F:
+        setattr(handler, BODY_MODEL_ATTR, model)
+        return handler
+
+    return mark
 
 
 def json_body(model: type[M], *, allow_empty: bool = False) -> Any:

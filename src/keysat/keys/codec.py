@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
 import re
 import string
 import struct
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from cryptography.exceptions import InvalidSignature
@@ -269,13 +268,18 @@ def encode_key(fields: KeyFields, private_key: Ed25519PrivateKey) -> str:
     return f"{KEY_PREFIX}-{b32encode(payload)}-{b32encode(signature)}"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_SECOND = timedelta(seconds=1)
+
+
 def unix_seconds(dt: datetime) -> int:
     """Whole unix seconds of an aware datetime, fractional part discarded."""
     if dt.utcoffset() is None:
         # A naive datetime has no defined instant; guessing UTC or local time would shift
         # every key derived from it.
         raise ValueError("datetime must be timezone-aware")
-    return calendar.timegm(dt.utctimetuple())
+    # Exact integer arithmetic, floored like timegm for pre-1970 instants.
+    return (dt - _EPOCH) // _ONE_SECOND
 
 
 def derive_key(

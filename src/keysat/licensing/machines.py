@@ -184,7 +184,7 @@ class MachineEndpoints:
         )
         at = now()
         async with self._db.write() as session:
-            found = await lookup_key(session, self._issuer_keys, parsed)
+            found = await lookup_key(session, self._issuer_keys, license_id)
             if found.license is None:
                 raise not_found(f"license {license_id}")
             row = await lock_license(session, license_id)

@@ -14,10 +14,12 @@ from keysat.licensing import machines, schemas, service
 from keysat.licensing.validation import Caller
 from keysat.state import app_state
 from keysat.wire import (
+    documents_body,
     format_optional_ts,
     format_ts,
     json_body,
     normalize_id,
+    parse_body,
     query_bool,
     query_int,
     query_required,
@@ -28,41 +30,44 @@ public_router = APIRouter()
 admin_router = APIRouter()
 
 
-@public_router.post("/v1/validate", response_model=schemas.ValidateResponse)
-async def validate(
-    request: Request, body: schemas.ValidateRequest = json_body(schemas.ValidateRequest)
-) -> JSONResponse:
+# The SDK routes parse their own bodies: they are the hot path, and the dependency
+# machinery costs more than the parsing itself.
+
+
+def _caller(request: Request) -> Caller:
     state = app_state(request)
     agent = request.headers.get("user-agent")
-    caller = Caller(
+    return Caller(
         client_ip=client_address(request, state.settings.trusted_proxies),
         user_agent=agent[:512] if agent else None,
     )
-    return respond(await state.validator.validate(body, caller))
+
+
+@public_router.post("/v1/validate", response_model=schemas.ValidateResponse)
+@documents_body(schemas.ValidateRequest)
+async def validate(request: Request) -> JSONResponse:
+    body = await parse_body(request, schemas.ValidateRequest)
+    return respond(await app_state(request).validator.validate(body, _caller(request)))
 
 
 @public_router.post("/v1/machines/activate", response_model=schemas.ActivateResponse)
-async def activate(
-    request: Request, body: schemas.MachineRequest = json_body(schemas.MachineRequest)
-) -> JSONResponse:
-    state = app_state(request)
-    ip = client_address(request, state.settings.trusted_proxies)
-    return respond(await state.machines.activate(body, ip))
+@documents_body(schemas.MachineRequest)
+async def activate(request: Request) -> JSONResponse:
+    body = await parse_body(request, schemas.MachineRequest)
+    return respond(await app_state(request).machines.activate(body, _caller(request).client_ip))
 
 
 @public_router.post("/v1/machines/heartbeat", response_model=schemas.MachineResult)
-async def heartbeat(
-    request: Request, body: schemas.MachineRequest = json_body(schemas.MachineRequest)
-) -> JSONResponse:
-    state = app_state(request)
-    ip = client_address(request, state.settings.trusted_proxies)
-    return respond(await state.machines.heartbeat(body, ip))
+@documents_body(schemas.MachineRequest)
+async def heartbeat(request: Request) -> JSONResponse:
+    body = await parse_body(request, schemas.MachineRequest)
+    return respond(await app_state(request).machines.heartbeat(body, _caller(request).client_ip))
 
 
 @public_router.post("/v1/machines/deactivate", response_model=schemas.MachineResult)
-async def deactivate(
-    request: Request, body: schemas.MachineRequest = json_body(schemas.MachineRequest)
-) -> JSONResponse:
+@documents_body(schemas.MachineRequest)
+async def deactivate(request: Request) -> JSONResponse:
+    body = await parse_body(request, schemas.MachineRequest)
     return respond(await app_state(request).machines.deactivate(body))
 
 

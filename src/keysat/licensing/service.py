@@ -17,7 +17,8 @@ from keysat.catalog.service import check_entitlements, get_policy_by_slug, get_p
 from keysat.clock import now
 from keysat.errors import bad_request, not_found
 from keysat.issuer.service import IssuerKey
-from keysat.keys import derive_key
+from keysat.keys import FLAG_TRIAL, ZERO_FINGERPRINT_HASH, ParsedKey, derive_key, unix_seconds
+from keysat.licensing.keyauth import LicenseSnapshot
 from keysat.licensing.models import License
 from keysat.licensing.schemas import IssueLicenseRequest
 from keysat.operator.service import record_audit
@@ -29,7 +30,7 @@ INT64_MAX = 2**63 - 1
 SEARCH_LIMIT = 100
 
 
-def license_key(license_row: License, key: IssuerKey) -> str:
+def license_key(license_row: License | LicenseSnapshot, key: IssuerKey) -> str:
     """Keys are never stored: they are derived from the row, deterministically."""
     return derive_key(
         product_id=license_row.product_id,
@@ -39,6 +40,25 @@ def license_key(license_row: License, key: IssuerKey) -> str:
         is_trial=license_row.is_trial,
         entitlements=license_row.entitlements,
         private_key=key.private_key,
+    )
+
+
+def key_is_current(parsed: ParsedKey, row: License | LicenseSnapshot) -> bool:
+    """Would deriving the key from this row give back the submitted key?
+
+    Equal fields give equal payload bytes, and Ed25519 signatures are deterministic, so
+    this answers without signing anything.
+    """
+    expected_flags = FLAG_TRIAL if row.is_trial else 0
+    return (
+        parsed.version == 2
+        and parsed.flags == expected_flags
+        and parsed.fingerprint_hash == ZERO_FINGERPRINT_HASH
+        and str(parsed.license_id) == row.id
+        and str(parsed.product_id) == row.product_id
+        and parsed.issued_at == unix_seconds(row.issued_at)
+        and parsed.expires_at == (0 if row.expires_at is None else unix_seconds(row.expires_at))
+        and list(parsed.entitlements) == list(row.entitlements)
     )
 
 

@@ -13,21 +13,18 @@ from typing import Any
 from keysat.access.ratelimit import RateLimiter
 from keysat.clock import now
 from keysat.db import Database
-from keysat.issuer.service import IssuerKeys
 from keysat.keys import (
     KeyFormatError,
     ParsedKey,
     fingerprint_hash,
     fingerprint_hash_hex,
-    normalize_key_text,
-    parse_key,
 )
-from keysat.licensing.jobs import ValidationLogWriter, ValidationRecord
-from keysat.licensing.keyauth import lock_license, lookup_key, signature_valid
-from keysat.licensing.machines import MachineInfo, bind
+from keysat.licensing.jobs import ValidationRecord, WriteBehind
+from keysat.licensing.keyauth import KeyCheck, KeyReader, LicenseSnapshot, lock_license
+from keysat.licensing.machines import Binding, MachineInfo, bind
 from keysat.licensing.models import License
 from keysat.licensing.schemas import ValidateRequest
-from keysat.licensing.service import license_key
+from keysat.licensing.service import key_is_current, license_key
 from keysat.wire import format_ts
 
 
@@ -47,7 +44,7 @@ class Grace:
 
 
 def license_verdict(
-    row: License,
+    row: License | LicenseSnapshot,
     product_slug: str,
     key: ParsedKey,
     requested_slug: str | None,
@@ -89,7 +86,11 @@ def license_verdict(
 
 
 def success_body(
-    row: License, product_slug: str, grace: Grace, machine_id: str | None, refreshed_key: str | None
+    row: License | LicenseSnapshot,
+    product_slug: str,
+    grace: Grace,
+    machine_id: str | None,
+    refreshed_key: str | None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "ok": True,
@@ -130,33 +131,34 @@ class Validator:
     def __init__(
         self,
         db: Database,
-        issuer_keys: IssuerKeys,
+        reader: KeyReader,
         limiter: RateLimiter,
-        log: ValidationLogWriter,
+        writes: WriteBehind,
     ) -> None:
         self._db = db
-        self._issuer_keys = issuer_keys
+        self._reader = reader
+        self._keys = KeyCheck()
         self._limiter = limiter
-        self._log = log
+        self._writes = writes
 
     async def validate(self, request: ValidateRequest, caller: Caller) -> dict[str, Any]:
         fingerprint = request.fingerprint or None
         requested_slug = request.product_slug or None
 
         def record(
-            verdict_reason: str,
+            result: str,
             detail: str | None,
             license_id: str | None,
             product_id: str | None,
             machine_id: str | None = None,
         ) -> None:
-            self._log.add(
+            self._writes.record(
                 ValidationRecord(
                     license_id=license_id,
                     product_id=product_id,
                     fingerprint=fingerprint,
                     machine_id=machine_id,
-                    result=verdict_reason,
+                    result=result,
                     reason_detail=detail,
                     client_ip=caller.client_ip,
                     user_agent=caller.user_agent,
@@ -168,15 +170,15 @@ class Validator:
             if not (await self._limiter.take("validate", caller.client_ip)).allowed:
                 return {"ok": False, "reason": "rate_limited"}
         try:
-            parsed = parse_key(request.key)
+            parsed = self._keys.parse(request.key)
         except KeyFormatError as exc:
             record("bad_format", exc.detail, None, None)
             return {"ok": False, "reason": "bad_format"}
         license_id, product_id = str(parsed.license_id), str(parsed.product_id)
+        hashed = fingerprint_hash_hex(fingerprint) if fingerprint is not None else None
 
-        async with self._db.read() as session:
-            found = await lookup_key(session, self._issuer_keys, parsed)
-        if not signature_valid(found.issuer, parsed):
+        found = await self._reader.lookup(license_id, hashed)
+        if not self._keys.verified(request.key, parsed, found.issuer):
             record("bad_signature", "signature verification failed", license_id, product_id)
             return {"ok": False, "reason": "bad_signature"}
         if caller.client_ip is None:
@@ -194,48 +196,51 @@ class Validator:
             return failure_body(outcome)
 
         machine_id: str | None = None
-        if fingerprint is not None:
-            info = MachineInfo(
-                fingerprint=fingerprint,
-                fingerprint_hash=fingerprint_hash_hex(fingerprint),
-                hostname=request.hostname or None,
-                platform=request.platform or None,
-                client_ip=caller.client_ip,
-            )
-            async with self._db.write() as session:
-                locked = await lock_license(session, row.id)
-                binding = await bind(
-                    session,
-                    self._limiter,
-                    locked,
-                    found.allow_repeat_trials,
-                    info,
-                    at,
-                    single_seat_reason="fingerprint_mismatch",
+        if fingerprint is not None and hashed is not None:
+            if found.active_machine_id is not None:
+                machine_id = found.active_machine_id
+                self._writes.machine_seen(machine_id, at, caller.client_ip)
+            else:
+                info = MachineInfo(
+                    fingerprint=fingerprint,
+                    fingerprint_hash=hashed,
+                    hostname=request.hostname or None,
+                    platform=request.platform or None,
+                    client_ip=caller.client_ip,
                 )
-            if not binding.ok:
-                assert binding.reason is not None
-                if binding.reason != "rate_limited":
-                    record(binding.reason, binding.detail, row.id, row.product_id)
-                fields = (
-                    {
-                        "license_id": row.id,
-                        "product_id": row.product_id,
-                        "max_machines": row.max_machines,
-                    }
-                    if binding.reason == "too_many_machines"
-                    else {}
-                )
-                return failure_body(Verdict(binding.reason, binding.detail, fields))
-            machine_id = binding.machine_id
+                binding = await self._bind(row.id, found.allow_repeat_trials, info, at)
+                if not binding.ok:
+                    assert binding.reason is not None
+                    if binding.reason != "rate_limited":
+                        record(binding.reason, binding.detail, row.id, row.product_id)
+                    fields = (
+                        {
+                            "license_id": row.id,
+                            "product_id": row.product_id,
+                            "max_machines": row.max_machines,
+                        }
+                        if binding.reason == "too_many_machines"
+                        else {}
+                    )
+                    return failure_body(Verdict(binding.reason, binding.detail, fields))
+                machine_id = binding.machine_id
 
-        current_key = license_key(row, found.issuer)
-        refreshed = current_key if current_key != normalize_key_text(request.key) else None
-        record(
-            "ok",
-            "in_grace_period" if outcome.in_grace else None,
-            row.id,
-            row.product_id,
-            machine_id,
-        )
+        refreshed = None if key_is_current(parsed, row) else license_key(row, found.issuer)
+        detail = "in_grace_period" if outcome.in_grace else None
+        record("ok", detail, row.id, row.product_id, machine_id)
         return success_body(row, found.product_slug, outcome, machine_id, refreshed)
+
+    async def _bind(
+        self, license_id: str, allow_repeat_trials: bool, info: MachineInfo, at: datetime
+    ) -> Binding:
+        async with self._db.write() as session:
+            locked = await lock_license(session, license_id)
+            return await bind(
+                session,
+                self._limiter,
+                locked,
+                allow_repeat_trials,
+                info,
+                at,
+                single_seat_reason="fingerprint_mismatch",
+            )

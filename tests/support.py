@@ -8,9 +8,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from keysat.billing.models import Invoice
+from keysat.clock import now
 from keysat.keys import KeyFields, parse_key
-from keysat.licensing.models import Machine
+from keysat.licensing.models import License, Machine
+from keysat.operator.models import AuditEntry
 from keysat.webhooks.models import WebhookEvent
+from keysat.wire import new_id
 
 ADMIN_KEY = "test-admin-key-0123456789abcdefghijklmnop"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -89,3 +93,67 @@ def fields_of(key: str, **changes: Any) -> KeyFields:
     }
     values.update(changes)
     return KeyFields(**values)
+
+
+async def audit_rows(server: Any, action: str) -> list[AuditEntry]:
+    async with server.state.db.read() as session:
+        query = sa.select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)
+        return list((await session.execute(query)).scalars())
+
+
+def assert_error(response: Any, status: int, error: str, message: str | None = None) -> None:
+    """The error envelope, exactly: no field beyond ok, error and message."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"ok", "error", "message"}
+    assert body["ok"] is False
+    assert body["error"] == error
+    if message is not None:
+        assert body["message"] == message
+
+
+async def add_license(
+    server: Any, product_id: str, policy_id: str | None = None, status: str = "active"
+) -> str:
+    """A license row written straight to the database, bypassing the issue route."""
+    at = now()
+    license_id = new_id()
+    async with server.state.db.write() as session:
+        session.add(
+            License(
+                id=license_id,
+                product_id=product_id,
+                policy_id=policy_id,
+                status=status,
+                issued_at=at,
+                updated_at=at,
+                revoked_at=at if status == "revoked" else None,
+            )
+        )
+    return license_id
+
+
+async def add_invoice(
+    server: Any, product_id: str, policy_id: str | None = None, status: str = "pending"
+) -> str:
+    """A purchase invoice row written straight to the database."""
+    at = now()
+    invoice_id = new_id()
+    async with server.state.db.write() as session:
+        session.add(
+            Invoice(
+                id=invoice_id,
+                kind="purchase",
+                status=status,
+                product_id=product_id,
+                policy_id=policy_id,
+                amount_sats=1000,
+                base_price_sats=1000,
+                provider_kind="sandbox",
+                provider_invoice_id=f"sbx_{invoice_id}",
+                created_at=at,
+                updated_at=at,
+                settled_at=at if status == "settled" else None,
+            )
+        )
+    return invoice_id

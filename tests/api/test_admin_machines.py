@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from keysat.clock import clock
 from keysat.licensing.models import Machine
-from keysat.operator.models import AuditEntry
 from support import (
     ADMIN,
     ADMIN_KEY,
+    assert_error,
+    audit_rows,
     create_product,
     events,
     issue_license,
@@ -65,21 +65,6 @@ async def load_machine(server: Any, machine_id: str) -> Machine:
         row = await session.get(Machine, machine_id)
         assert row is not None
         return row
-
-
-async def audits(server: Any, action: str) -> list[AuditEntry]:
-    async with server.state.db.read() as session:
-        query = sa.select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)
-        return list((await session.execute(query)).scalars())
-
-
-def assert_error(response: Any, status: int, error: str, message: str | None = None) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["ok"] is False
-    assert body["error"] == error
-    if message is not None:
-        assert body["message"] == message
 
 
 @pytest.fixture
@@ -272,7 +257,7 @@ async def test_admin_deactivate(server: Any, fleet: dict[str, Any]) -> None:
     machine = await load_machine(server, fleet["m3"])
     assert machine.deactivated_at == T0 + timedelta(hours=1)
     assert machine.deactivation_reason == "stolen laptop"
-    (entry,) = await audits(server, "machine.deactivate")
+    (entry,) = await audit_rows(server, "machine.deactivate")
     assert (entry.target_kind, entry.target_id) == ("machine", fleet["m3"])
     assert entry.details == {
         "license_id": fleet["second"]["license_id"],
@@ -296,7 +281,7 @@ async def test_admin_deactivate(server: Any, fleet: dict[str, Any]) -> None:
     assert admin_events[0]["timestamp"] == ts(T0 + timedelta(hours=1))
     again = await server.admin_post(path, {})
     assert_error(again, 404, "not_found", f"not found: active machine {fleet['m3']}")
-    assert len(await audits(server, "machine.deactivate")) == 1
+    assert len(await audit_rows(server, "machine.deactivate")) == 1
     rows = await list_machines(server, license_id=fleet["second"]["license_id"])
     assert rows == []
 
@@ -314,7 +299,7 @@ async def test_admin_deactivate_default_reason(server: Any) -> None:
             response = await server.client.post(path, json=body, headers=ADMIN)
         assert response.status_code == 200, response.text
         assert (await load_machine(server, machine_id)).deactivation_reason == "admin deactivate"
-        assert (await audits(server, "machine.deactivate"))[-1].details == {
+        assert (await audit_rows(server, "machine.deactivate"))[-1].details == {
             "license_id": lic["license_id"],
             "reason": "admin deactivate",
         }
@@ -351,7 +336,7 @@ async def test_admin_deactivate_unknown_machine(server: Any) -> None:
         "not_found",
         "not found: machine abc",
     )
-    assert await audits(server, "machine.deactivate") == []
+    assert await audit_rows(server, "machine.deactivate") == []
 
 
 async def test_admin_deactivate_reason_too_long(server: Any, fleet: dict[str, Any]) -> None:
@@ -408,7 +393,7 @@ async def test_credentials_required(server: Any, fleet: dict[str, Any]) -> None:
         assert wrong.status_code == 403, path
         assert wrong.json() == {"ok": False, "error": "forbidden", "message": "forbidden"}
     assert (await load_machine(server, fleet["m1"])).deactivated_at is None
-    assert await audits(server, "machine.deactivate") == []
+    assert await audit_rows(server, "machine.deactivate") == []
 
 
 async def test_malformed_body_without_credentials_is_401(

@@ -21,6 +21,8 @@ from keysat.operator.models import AuditEntry
 from support import (
     ADMIN,
     ADMIN_KEY,
+    assert_error,
+    audit_rows,
     create_policy,
     create_product,
     event_rows,
@@ -79,22 +81,6 @@ async def load_license(server: Any, license_id: str) -> License:
         row = await session.get(License, license_id)
         assert row is not None
         return row
-
-
-async def audits(server: Any, action: str) -> list[AuditEntry]:
-    async with server.state.db.read() as session:
-        query = sa.select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)
-        return list((await session.execute(query)).scalars())
-
-
-def assert_error(response: Any, status: int, error: str, message: str | None = None) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"ok", "error", "message"}
-    assert body["ok"] is False
-    assert body["error"] == error
-    if message is not None:
-        assert body["message"] == message
 
 
 def assert_master_actor(entry: AuditEntry) -> None:
@@ -339,7 +325,7 @@ async def test_entitlements_outside_key_limits_are_400(server: Any, acme: dict[s
         assert_error(await issue(server, entitlements=entitlements), 400, "bad_request")
     async with server.state.db.read() as session:
         assert (await session.execute(sa.select(sa.func.count(License.id)))).scalar_one() == 0
-    assert await audits(server, "license.issue_manual") == []
+    assert await audit_rows(server, "license.issue_manual") == []
     assert await events(server, "license.issued") == []
 
 
@@ -437,7 +423,7 @@ async def test_issue_writes_audit_and_event(server: Any, acme: dict[str, Any]) -
         "expires_at": ts(T0 + timedelta(hours=1)),
         "entitlements": ["pro"],
     }
-    (entry,) = await audits(server, "license.issue_manual")
+    (entry,) = await audit_rows(server, "license.issue_manual")
     assert_master_actor(entry)
     assert entry.user_agent == "ops-console/2"
     assert entry.target_kind == "license"
@@ -476,7 +462,7 @@ async def test_issue_event_without_policy_keeps_non_ascii(
         "source": "admin_issue",
     }
     assert '"entitlements":["café","b"]' in row.payload_json
-    (entry,) = await audits(server, "license.issue_manual")
+    (entry,) = await audit_rows(server, "license.issue_manual")
     assert entry.user_agent == "u" * 512
     assert entry.details["entitlements"] == ["café", "b"]
 
@@ -494,7 +480,7 @@ async def test_revoke(server: Any, acme: dict[str, Any]) -> None:
     assert response.json() == {"ok": True}
     row = await load_license(server, lic["license_id"])
     assert (row.status, row.revoked_at, row.revocation_reason) == ("revoked", T0, "refund")
-    (entry,) = await audits(server, "license.revoke")
+    (entry,) = await audit_rows(server, "license.revoke")
     assert_master_actor(entry)
     assert (entry.target_kind, entry.target_id) == ("license", lic["license_id"])
     assert entry.details == {"reason": "refund"}
@@ -507,7 +493,7 @@ async def test_revoke(server: Any, acme: dict[str, Any]) -> None:
         "not_found",
         f"not found: license {lic['license_id']} (already revoked or does not exist)",
     )
-    assert len(await audits(server, "license.revoke")) == 1
+    assert len(await audit_rows(server, "license.revoke")) == 1
     assert len(await events(server, "license.revoked")) == 1
 
 
@@ -522,7 +508,9 @@ async def test_revoke_default_reason(server: Any, acme: dict[str, Any]) -> None:
         assert response.status_code == 200, response.text
         row = await load_license(server, lic["license_id"])
         assert row.revocation_reason == "admin revoke"
-        assert (await audits(server, "license.revoke"))[-1].details == {"reason": "admin revoke"}
+        assert (await audit_rows(server, "license.revoke"))[-1].details == {
+            "reason": "admin revoke"
+        }
         assert (await events(server, "license.revoked"))[-1]["data"] == {
             "license_id": lic["license_id"],
             "reason": "admin revoke",
@@ -602,10 +590,10 @@ async def test_suspend_and_unsuspend(server: Any, acme: dict[str, Any]) -> None:
         "not_found",
         f"not found: suspended license {lic['license_id']}",
     )
-    (suspend_audit,) = await audits(server, "license.suspend")
+    (suspend_audit,) = await audit_rows(server, "license.suspend")
     assert suspend_audit.details == {"reason": "fraud check"}
     assert (suspend_audit.target_kind, suspend_audit.target_id) == ("license", lic["license_id"])
-    (unsuspend_audit,) = await audits(server, "license.unsuspend")
+    (unsuspend_audit,) = await audit_rows(server, "license.unsuspend")
     assert unsuspend_audit.details == {}
     assert_master_actor(unsuspend_audit)
     assert [e["data"] for e in await events(server, "license.suspended")] == [
@@ -967,7 +955,7 @@ async def test_credentials_required(server: Any, acme: dict[str, Any]) -> None:
     assert (await load_license(server, lic["license_id"])).status == "active"
     async with server.state.db.read() as session:
         assert (await session.execute(sa.select(sa.func.count(License.id)))).scalar_one() == 1
-    assert await audits(server, "license.revoke") == []
+    assert await audit_rows(server, "license.revoke") == []
 
 
 async def test_malformed_body_without_credentials_is_401(server: Any, acme: dict[str, Any]) -> None:

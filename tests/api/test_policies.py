@@ -14,12 +14,11 @@ import sqlalchemy as sa
 
 from keysat.billing.models import Invoice
 from keysat.catalog.models import Policy
-from keysat.clock import now
 from keysat.licensing.models import License
 from keysat.operator.models import AuditEntry
 from keysat.webhooks.models import WebhookEvent
 from keysat.wire import new_id
-from support import ADMIN
+from support import ADMIN, add_invoice, add_license, audit_rows
 
 POLICY_KEYS = {
     "id",
@@ -74,54 +73,6 @@ async def create_policy(server: Any, slug: str = "std", **fields: Any) -> dict[s
 async def policy_rows(server: Any) -> list[Policy]:
     async with server.state.db.read() as session:
         return list((await session.execute(sa.select(Policy))).scalars().all())
-
-
-async def audit_rows(server: Any, action: str) -> list[AuditEntry]:
-    async with server.state.db.read() as session:
-        query = sa.select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)
-        return list((await session.execute(query)).scalars().all())
-
-
-async def add_license(
-    server: Any, product_id: str, policy_id: str | None, status: str = "active"
-) -> str:
-    at = now()
-    license_id = new_id()
-    async with server.state.db.write() as session:
-        session.add(
-            License(
-                id=license_id,
-                product_id=product_id,
-                policy_id=policy_id,
-                status=status,
-                issued_at=at,
-                updated_at=at,
-                revoked_at=at if status == "revoked" else None,
-            )
-        )
-    return license_id
-
-
-async def add_invoice(server: Any, product_id: str, policy_id: str, status: str) -> str:
-    at = now()
-    invoice_id = new_id()
-    async with server.state.db.write() as session:
-        session.add(
-            Invoice(
-                id=invoice_id,
-                kind="purchase",
-                status=status,
-                product_id=product_id,
-                policy_id=policy_id,
-                amount_sats=1000,
-                base_price_sats=1000,
-                provider_kind="sandbox",
-                provider_invoice_id=f"sbx_{invoice_id}",
-                created_at=at,
-                updated_at=at,
-            )
-        )
-    return invoice_id
 
 
 async def license_ids(server: Any) -> set[str]:

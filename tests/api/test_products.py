@@ -19,10 +19,10 @@ from keysat.catalog.routes import admin_router
 from keysat.catalog.schemas import PolicyCreate, ProductCreate, ProductPatch
 from keysat.clock import now
 from keysat.licensing.models import License, Machine, ValidationLog
-from keysat.operator.models import AuditEntry, MerchantProfile
+from keysat.operator.models import MerchantProfile
 from keysat.webhooks.models import WebhookEvent
 from keysat.wire import new_id
-from support import ADMIN
+from support import ADMIN, add_invoice, add_license, audit_rows
 
 DEFAULT_PROFILE = "00000000-0000-4000-8000-000000000001"
 PRODUCT_KEYS = {
@@ -70,56 +70,6 @@ async def create_policy(server: Any, product_slug: str, slug: str = "std") -> di
 async def rows(server: Any, model: Any) -> list[Any]:
     async with server.state.db.read() as session:
         return list((await session.execute(sa.select(model))).scalars().all())
-
-
-async def audit_rows(server: Any, action: str) -> list[AuditEntry]:
-    async with server.state.db.read() as session:
-        query = sa.select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)
-        return list((await session.execute(query)).scalars().all())
-
-
-async def add_license(
-    server: Any, product_id: str, policy_id: str | None = None, status: str = "active"
-) -> str:
-    at = now()
-    license_id = new_id()
-    async with server.state.db.write() as session:
-        session.add(
-            License(
-                id=license_id,
-                product_id=product_id,
-                policy_id=policy_id,
-                status=status,
-                issued_at=at,
-                updated_at=at,
-            )
-        )
-    return license_id
-
-
-async def add_invoice(
-    server: Any, product_id: str, policy_id: str | None = None, status: str = "pending"
-) -> str:
-    at = now()
-    invoice_id = new_id()
-    async with server.state.db.write() as session:
-        session.add(
-            Invoice(
-                id=invoice_id,
-                kind="purchase",
-                status=status,
-                product_id=product_id,
-                policy_id=policy_id,
-                amount_sats=1000,
-                base_price_sats=1000,
-                provider_kind="sandbox",
-                provider_invoice_id=f"sbx_{invoice_id}",
-                created_at=at,
-                updated_at=at,
-                settled_at=at if status == "settled" else None,
-            )
-        )
-    return invoice_id
 
 
 async def add_machine(server: Any, license_id: str) -> str:

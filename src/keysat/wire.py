@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -192,7 +192,10 @@ def json_body(model: type[M], *, allow_empty: bool = False) -> Any:
     return Depends(dependency)
 
 
-BodyDependency = Callable[[Request], Coroutine[Any, Any, BaseModel]]
+class OkResponse(BaseModel):
+    """The `{"ok": true}` answer of state changes with nothing else to say."""
+
+    ok: bool
 
 
 def respond(content: Any) -> JSONResponse:

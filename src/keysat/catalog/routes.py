@@ -16,6 +16,7 @@ from keysat.catalog import schemas, service
 from keysat.state import app_state
 from keysat.wire import (
     BODY_MODEL_ATTR,
+    OkResponse,
     json_body,
     parse_json_object,
     query_bool,
@@ -86,7 +87,7 @@ async def update_product(
     return respond(service.product_json(product))
 
 
-@admin_router.patch("/v1/admin/products/{product_id}/active", response_model=schemas.Ok)
+@admin_router.patch("/v1/admin/products/{product_id}/active", response_model=OkResponse)
 async def set_product_active(
     request: Request,
     product_id: str,
@@ -164,7 +165,7 @@ async def update_policy(
     return respond(service.policy_json(policy))
 
 
-@admin_router.patch("/v1/admin/policies/{policy_id}/active", response_model=schemas.Ok)
+@admin_router.patch("/v1/admin/policies/{policy_id}/active", response_model=OkResponse)
 async def set_policy_active(
     request: Request,
     policy_id: str,
@@ -177,7 +178,7 @@ async def set_policy_active(
     return respond({"ok": True})
 
 
-@admin_router.patch("/v1/admin/policies/{policy_id}/public", response_model=schemas.Ok)
+@admin_router.patch("/v1/admin/policies/{policy_id}/public", response_model=OkResponse)
 async def set_policy_public(
     request: Request,
     policy_id: str,

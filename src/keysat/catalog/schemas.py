@@ -198,10 +198,6 @@ class PolicyDeleted(BaseModel):
     disabled_codes: int
 
 
-class Ok(BaseModel):
-    ok: bool
-
-
 class ArchivedOut(BaseModel):
     ok: bool
     archived: bool

@@ -14,6 +14,7 @@ from keysat.licensing import machines, schemas, service
 from keysat.licensing.validation import Caller
 from keysat.state import app_state
 from keysat.wire import (
+    OkResponse,
     documents_body,
     format_optional_ts,
     format_ts,
@@ -152,7 +153,7 @@ async def issue_license(
     )
 
 
-@admin_router.post("/v1/admin/licenses/{license_id}/revoke", response_model=schemas.OkResponse)
+@admin_router.post("/v1/admin/licenses/{license_id}/revoke", response_model=OkResponse)
 async def revoke_license(
     request: Request,
     license_id: str,
@@ -165,7 +166,7 @@ async def revoke_license(
     return respond({"ok": True})
 
 
-@admin_router.post("/v1/admin/licenses/{license_id}/suspend", response_model=schemas.OkResponse)
+@admin_router.post("/v1/admin/licenses/{license_id}/suspend", response_model=OkResponse)
 async def suspend_license(
     request: Request,
     license_id: str,
@@ -178,7 +179,7 @@ async def suspend_license(
     return respond({"ok": True})
 
 
-@admin_router.post("/v1/admin/licenses/{license_id}/unsuspend", response_model=schemas.OkResponse)
+@admin_router.post("/v1/admin/licenses/{license_id}/unsuspend", response_model=OkResponse)
 async def unsuspend_license(
     request: Request, license_id: str, actor: Actor = require_scope("licenses:write")
 ) -> JSONResponse:
@@ -223,7 +224,7 @@ async def list_machines(
     return respond({"machines": [schemas.machine_row_json(*row) for row in rows]})
 
 
-@admin_router.post("/v1/admin/machines/{machine_id}/deactivate", response_model=schemas.OkResponse)
+@admin_router.post("/v1/admin/machines/{machine_id}/deactivate", response_model=OkResponse)
 async def deactivate_machine(
     request: Request,
     machine_id: str,

@@ -158,10 +158,6 @@ class MachineList(BaseModel):
     machines: list[MachineRow]
 
 
-class OkResponse(BaseModel):
-    ok: bool
-
-
 def license_json(row: License) -> dict[str, Any]:
     return {
         "id": row.id,

@@ -1,4 +1,5 @@
-"""Merchant profiles, settings and the audit log (data-model.md 3.14, 3.15, 3.17)."""
+"""Merchant profiles, settings, the audit log and job leases (data-model.md 3.14, 3.15,
+3.17, 3.19)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,23 @@ class AuditEntry(Base):
     user_agent: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class JobLease(Base):
+    """One row per background job: who holds it now, and how its last tick went."""
+
+    __tablename__ = "job_leases"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "last_status IS NULL OR last_status IN ('ok', 'error')", name="ck_job_leases_status"
+        ),
+    )
+
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    holder: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_status: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)

@@ -1,0 +1,1 @@
+"""Payment providers: the provider protocol, the sandbox, BTCPay Server and Zaprite."""

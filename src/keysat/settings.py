@@ -36,6 +36,8 @@ _LEGACY = {
     "KEYSAT_OPERATOR_NAME": "LICENSING_OPERATOR_NAME",
 }
 
+RATE_SOURCES = ("kraken", "coinbase", "coingecko")
+
 RATE_LIMIT_DEFAULTS = {
     "validate": "60/60s",
     "heartbeat": "60/1h",
@@ -63,6 +65,31 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class BTCPaySettings:
+    """config.md 3.5: where BTCPay is, for us, for the operator's browser and for buyers."""
+
+    url: str | None = None
+    browser_url: str | None = None
+    public_url: str | None = None
+    api_key: str | None = None
+    store_id: str | None = None
+    webhook_secret: str | None = None
+
+    @property
+    def seed_complete(self) -> bool:
+        return bool(self.url and self.api_key and self.store_id and self.webhook_secret)
+
+    @property
+    def authorize_base(self) -> str | None:
+        return self.browser_url or self.url
+
+    @property
+    def checkout_base(self) -> str | None:
+        """Only an explicitly configured public or browser URL rewrites checkout links."""
+        return self.public_url or self.browser_url
+
+
+@dataclass(frozen=True)
 class Settings:
     admin_api_key: str | None
     env: Literal["production", "development"]
@@ -83,6 +110,12 @@ class Settings:
     log_level: Literal["debug", "info", "warning", "error"]
     log_format: Literal["text", "json"]
     rate_limits: Mapping[str, RateLimit | None] = field(default_factory=dict)
+    rate_sources: tuple[str, ...] = RATE_SOURCES
+    rate_cache_ttl_seconds: int = 60
+    kraken_url: str = "https://api.kraken.com"
+    coinbase_url: str = "https://api.coinbase.com"
+    coingecko_url: str = "https://api.coingecko.com"
+    btcpay: BTCPaySettings = field(default_factory=BTCPaySettings)
 
     @property
     def is_sqlite(self) -> bool:
@@ -265,6 +298,28 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
 
     license_file = env.get("KEYSAT_LICENSE_FILE")
 
+    sources_text = (env.get("KEYSAT_RATE_SOURCES") or ",".join(RATE_SOURCES)).lower()
+    sources: tuple[str, ...] = ()
+    if sources_text.strip() != "none":
+        sources = tuple(item.strip() for item in sources_text.split(",") if item.strip())
+        unknown = [item for item in sources if item not in RATE_SOURCES]
+        if unknown:
+            raise SettingsError(
+                f"KEYSAT_RATE_SOURCES: unknown source {unknown[0]!r}; "
+                f"use a comma-separated list of {', '.join(RATE_SOURCES)}, or none"
+            )
+    ttl_text = env.get("KEYSAT_RATE_CACHE_TTL")
+    rate_ttl = parse_duration("KEYSAT_RATE_CACHE_TTL", ttl_text) if ttl_text else 60
+
+    btcpay = BTCPaySettings(
+        url=env.url("BTCPAY_URL"),
+        browser_url=env.url("BTCPAY_BROWSER_URL"),
+        public_url=env.url("BTCPAY_PUBLIC_URL"),
+        api_key=env.get("BTCPAY_API_KEY"),
+        store_id=env.get("BTCPAY_STORE_ID"),
+        webhook_secret=env.get("BTCPAY_WEBHOOK_SECRET"),
+    )
+
     return Settings(
         admin_api_key=admin_key,
         env=mode,  # type: ignore[arg-type]
@@ -287,4 +342,10 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         ),
         log_format=env.choice("KEYSAT_LOG_FORMAT", "text", ("text", "json")),  # type: ignore[arg-type]
         rate_limits=limits,
+        rate_sources=sources,
+        rate_cache_ttl_seconds=rate_ttl,
+        kraken_url=env.url("KEYSAT_KRAKEN_URL") or "https://api.kraken.com",
+        coinbase_url=env.url("KEYSAT_COINBASE_URL") or "https://api.coinbase.com",
+        coingecko_url=env.url("KEYSAT_COINGECKO_URL") or "https://api.coingecko.com",
+        btcpay=btcpay,
     )

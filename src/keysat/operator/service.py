@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keysat.access.actor import Actor
 from keysat.clock import now
-from keysat.operator.models import AuditEntry, Setting
+from keysat.operator.models import AuditEntry, MerchantProfile, Setting
 
 
 def record_audit(
@@ -61,7 +61,34 @@ async def list_audit(
 
 async def effective_operator_name(session: AsyncSession, fallback: str | None) -> str | None:
     """The stored setting wins; then KEYSAT_OPERATOR_NAME; else none."""
-    stored = await session.get(Setting, "operator_name")
-    if stored is not None and stored.value:
-        return stored.value
-    return fallback
+    return await get_setting(session, "operator_name") or fallback
+
+
+async def get_setting(session: AsyncSession, key: str) -> str | None:
+    stored = await session.get(Setting, key)
+    return stored.value if stored is not None else None
+
+
+async def put_setting(session: AsyncSession, key: str, value: str) -> None:
+    stored = await session.get(Setting, key)
+    if stored is None:
+        session.add(Setting(key=key, value=value, updated_at=now()))
+    else:
+        stored.value = value
+        stored.updated_at = now()
+
+
+async def delete_setting(session: AsyncSession, key: str) -> None:
+    await session.execute(sa.delete(Setting).where(Setting.key == key))
+
+
+async def default_profile(session: AsyncSession) -> MerchantProfile:
+    query = sa.select(MerchantProfile).where(MerchantProfile.is_default.is_(True))
+    return (await session.execute(query)).scalar_one()
+
+
+async def profile_for(session: AsyncSession, profile_id: str | None) -> MerchantProfile | None:
+    """A product's merchant profile: the one named, or the default when none is named."""
+    if profile_id is None:
+        return await default_profile(session)
+    return await session.get(MerchantProfile, profile_id)

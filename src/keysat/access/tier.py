@@ -15,6 +15,7 @@ UPGRADE_URL = "https://licensing.keysat.xyz/buy/keysat?policy=pro"
 
 PRODUCT_CAP = 5
 POLICY_CAP_PER_PRODUCT = 5
+ACTIVE_CODE_CAP = 10
 
 
 @dataclass(frozen=True)
@@ -58,4 +59,21 @@ def check_recurring_billing(tier: Tier) -> None:
         raise tier_cap(
             f"Recurring billing needs the Pro tier; your tier is {tier.name}. "
             "Upgrade to Pro to sell subscriptions."
+        )
+
+
+def check_code_cap(tier: Tier, active_codes: int) -> None:
+    if not tier.unlocks("unlimited_codes") and active_codes >= ACTIVE_CODE_CAP:
+        raise tier_cap(
+            f"Your {tier.name} tier allows up to {ACTIVE_CODE_CAP} active discount codes. "
+            f"You're at {active_codes}. Disable an old code to free up a slot, or upgrade to "
+            "Pro for unlimited."
+        )
+
+
+def check_zaprite(tier: Tier) -> None:
+    if not tier.unlocks("zaprite_payments"):
+        raise tier_cap(
+            f"Zaprite payments need the Pro tier; your tier is {tier.name}. "
+            "Upgrade to Pro to accept cards through Zaprite."
         )

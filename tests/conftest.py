@@ -145,6 +145,7 @@ async def _close(server: Server) -> None:
     await server.client.aclose()
     await server.state.write_behind.flush()
     server.state.key_reader.close()
+    await server.state.http.aclose()
     await server.state.db.dispose()
 
 

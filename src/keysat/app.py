@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -19,15 +20,23 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import keysat.models  # noqa: F401 - every table in the metadata, so every foreign key resolves
 from keysat import __version__
 from keysat.access.ratelimit import RateLimiter
 from keysat.access.service import MasterKey
+from keysat.billing.jobs import billing_jobs
+from keysat.billing.purchase import Purchases
+from keysat.billing.rates import RateService
+from keysat.billing.routes import admin_router as billing_admin_router
+from keysat.billing.routes import public_router as billing_public_router
+from keysat.billing.settlement import Settlement
 from keysat.catalog.routes import admin_router as catalog_admin_router
 from keysat.catalog.routes import public_router as catalog_public_router
 from keysat.db import Database
 from keysat.errors import ApiError, bad_request, internal_error, method_not_allowed, not_found
 from keysat.issuer.routes import router as issuer_router
 from keysat.issuer.service import IssuerKeys, ensure_signing_key
+from keysat.jobs import JobRunner
 from keysat.licensing.jobs import WriteBehind
 from keysat.licensing.keyauth import key_reader
 from keysat.licensing.machines import MachineEndpoints
@@ -35,8 +44,13 @@ from keysat.licensing.routes import admin_router as licensing_admin_router
 from keysat.licensing.routes import public_router as licensing_public_router
 from keysat.licensing.validation import Validator
 from keysat.operator.routes import router as operator_router
+from keysat.payments.connect import seed_btcpay_from_environment
+from keysat.payments.routes import admin_router as payments_admin_router
+from keysat.payments.routes import public_router as payments_public_router
+from keysat.payments.service import Providers
 from keysat.settings import Settings
 from keysat.state import AppState
+from keysat.web.pages import router as pages_router
 from keysat.wire import BODY_MODEL_ATTR
 
 log = logging.getLogger(__name__)
@@ -47,8 +61,13 @@ ROUTERS = (
     operator_router,
     issuer_router,
     catalog_public_router,
+    billing_public_router,
+    payments_public_router,
     catalog_admin_router,
     licensing_admin_router,
+    billing_admin_router,
+    payments_admin_router,
+    pages_router,
 )
 
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -188,6 +207,7 @@ async def prepare(state: AppState) -> None:
     """Everything that must succeed before the first request: schema and signing key."""
     await state.db.migrate()
     await ensure_signing_key(state.db, state.issuer_keys)
+    await seed_btcpay_from_environment(state.db, state.settings)
 
 
 def build_state(settings: Settings, admin_key: str, db: Database | None = None) -> AppState:
@@ -196,6 +216,12 @@ def build_state(settings: Settings, admin_key: str, db: Database | None = None) 
     limiter = RateLimiter(database, settings)
     write_behind = WriteBehind(database)
     reader = key_reader(database, issuer_keys)
+    # One pool of outbound connections for providers and rate sources; every call sets
+    # its own timeout (payments.md 2.6).
+    http = httpx.AsyncClient(follow_redirects=False)
+    rates = RateService(database, settings, http)
+    providers = Providers(database, settings, http)
+    settlement = Settlement(database, providers)
     return AppState(
         settings=settings,
         db=database,
@@ -206,6 +232,12 @@ def build_state(settings: Settings, admin_key: str, db: Database | None = None) 
         key_reader=reader,
         validator=Validator(database, reader, limiter, write_behind),
         machines=MachineEndpoints(database, issuer_keys, limiter),
+        http=http,
+        rates=rates,
+        providers=providers,
+        settlement=settlement,
+        purchases=Purchases(database, settings, rates, providers, issuer_keys),
+        jobs=JobRunner(database, billing_jobs(database, settlement)),
     )
 
 
@@ -217,10 +249,14 @@ def create_app(state: AppState) -> FastAPI:
         gc.collect()
         gc.freeze()
         state.write_behind.start()
+        if state.settings.workers:
+            state.jobs.start()
         try:
             yield
         finally:
+            await state.jobs.stop()
             await state.write_behind.stop()
+            await state.http.aclose()
             state.key_reader.close()
             await state.db.dispose()
 

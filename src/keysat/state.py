@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import httpx
 from starlette.requests import Request
 
 from keysat.access.ratelimit import RateLimiter
 from keysat.access.service import MasterKey
+from keysat.billing.purchase import Purchases
+from keysat.billing.rates import RateService
+from keysat.billing.settlement import Settlement
 from keysat.db import Database
 from keysat.issuer.service import IssuerKeys
+from keysat.jobs import JobRunner
 from keysat.licensing.jobs import WriteBehind
 from keysat.licensing.keyauth import KeyReader
 from keysat.licensing.machines import MachineEndpoints
 from keysat.licensing.validation import Validator
+from keysat.payments.service import Providers
 from keysat.settings import Settings
 
 
@@ -28,6 +34,12 @@ class AppState:
     key_reader: KeyReader
     validator: Validator
     machines: MachineEndpoints
+    http: httpx.AsyncClient
+    rates: RateService
+    providers: Providers
+    settlement: Settlement
+    purchases: Purchases
+    jobs: JobRunner
 
 
 def app_state(request: Request) -> AppState:

@@ -401,6 +401,22 @@ async def get_policy_by_slug(session: AsyncSession, product_id: str, slug: str) 
     return result.scalar_one_or_none()
 
 
+async def default_policy(session: AsyncSession, product_id: str) -> Policy | None:
+    """Among active, unarchived policies by name: the one with slug `default`, else the first
+    (public-api.md 1.11)."""
+    query = (
+        sa.select(Policy)
+        .where(
+            Policy.product_id == product_id,
+            Policy.active.is_(True),
+            Policy.archived_at.is_(None),
+        )
+        .order_by(Policy.name, Policy.slug)
+    )
+    policies = list((await session.execute(query)).scalars())
+    return next((p for p in policies if p.slug == "default"), policies[0] if policies else None)
+
+
 async def product_by_id(session: AsyncSession, raw_id: str) -> Product:
     product_id = normalize_id(raw_id)
     product = None if product_id is None else await session.get(Product, product_id)

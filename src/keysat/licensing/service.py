@@ -26,6 +26,7 @@ from keysat.webhooks.service import record_event
 from keysat.wire import format_optional_ts, new_id, normalize_id, parse_ts
 
 INT32_MAX = 2**31 - 1
+SECONDS_PER_DAY = 86_400
 INT64_MAX = 2**63 - 1
 SEARCH_LIMIT = 100
 
@@ -160,20 +161,116 @@ async def issue_manual(
         updated_at=at,
     )
     session.add(row)
-    details: dict[str, Any] = {
+    event = issued_event(row, "admin_issue")
+    details = {key: event[key] for key in event if key not in ("license_id", "source")}
+    record_audit(session, actor, "license.issue_manual", "license", row.id, details)
+    record_event(session, "license.issued", event)
+    return row
+
+
+def first_cycle_days(policy: Policy, free_invoice: bool) -> tuple[int, bool]:
+    """The first cycle of a recurring policy, and whether it is a trial (billing.md 4.4)."""
+    if free_invoice and policy.trial_days > 0:
+        return policy.trial_days, True
+    return policy.renewal_period_days, False
+
+
+def license_grace_seconds(policy: Policy | None) -> int:
+    """Recurring licenses stay valid exactly until their subscription lapses."""
+    if policy is None:
+        return 0
+    if policy.is_recurring:
+        return policy.grace_period_days * SECONDS_PER_DAY
+    return policy.grace_seconds
+
+
+def purchase_terms(policy: Policy | None, free_invoice: bool, at: datetime) -> LicenseTerms:
+    """What a bought (or free, trial or redeemed) license grants (billing.md 4.4)."""
+    if policy is None:
+        return LicenseTerms(
+            expires_at=None, grace_seconds=0, max_machines=1, is_trial=False, entitlements=[]
+        )
+    is_trial = policy.is_trial
+    if policy.is_recurring:
+        days, trial_cycle = first_cycle_days(policy, free_invoice)
+        expires_at: datetime | None = at + timedelta(days=days)
+        is_trial = is_trial or trial_cycle
+    elif policy.duration_seconds > 0:
+        expires_at = at + timedelta(seconds=policy.duration_seconds)
+    else:
+        expires_at = None
+    return LicenseTerms(
+        expires_at=expires_at,
+        grace_seconds=license_grace_seconds(policy),
+        max_machines=policy.max_machines,
+        is_trial=is_trial,
+        entitlements=list(policy.entitlements or []),
+    )
+
+
+def issued_event(row: License, source: str) -> dict[str, Any]:
+    return {
+        "license_id": row.id,
         "product_id": row.product_id,
         "policy_id": row.policy_id,
         "is_trial": row.is_trial,
         "expires_at": format_optional_ts(row.expires_at),
-        "entitlements": row.entitlements,
+        "entitlements": list(row.entitlements),
+        "source": source,
     }
-    record_audit(session, actor, "license.issue_manual", "license", row.id, details)
+
+
+def issue_for_invoice(
+    session: AsyncSession, invoice: Invoice, policy: Policy | None, *, sandbox: bool
+) -> License:
+    """The license a settled purchase invoice buys, with its `license.issued` event.
+
+    The caller holds the invoice's settlement transaction; the unique `invoice_id` makes a
+    second license for the same invoice impossible.
+    """
+    at = now()
+    terms = purchase_terms(policy, invoice.provider_kind == "none", at)
+    metadata: dict[str, Any] = {
+        "source": "purchase",
+        "btcpay_invoice_id": invoice.provider_invoice_id,
+    }
+    if sandbox:
+        metadata["sandbox"] = True
+    row = License(
+        id=new_id(),
+        product_id=invoice.product_id,
+        policy_id=policy.id if policy else None,
+        invoice_id=invoice.id,
+        status="active",
+        issued_at=at,
+        expires_at=terms.expires_at,
+        grace_seconds=terms.grace_seconds,
+        max_machines=terms.max_machines,
+        entitlements=terms.entitlements,
+        is_trial=terms.is_trial,
+        trial_started_at=at if terms.is_trial else None,
+        buyer_email=invoice.buyer_email,
+        license_metadata=metadata,
+        updated_at=at,
+    )
+    session.add(row)
     record_event(
-        session,
-        "license.issued",
-        {"license_id": row.id, **details, "source": "admin_issue"},
+        session, "license.issued", {**issued_event(row, "purchase"), "invoice_id": invoice.id}
     )
     return row
+
+
+async def trial_used_by_email(session: AsyncSession, product_id: str, email: str) -> bool:
+    query = (
+        sa.select(License.id)
+        .where(
+            License.product_id == product_id,
+            License.trial_started_at.is_not(None),
+            sa.func.lower(sa.func.trim(License.buyer_email)) == email.strip().lower(),
+        )
+        .limit(1)
+    )
+    return (await session.execute(query)).first() is not None
 
 
 async def list_for_product(session: AsyncSession, product_id: str) -> Sequence[License]:

@@ -1,0 +1,1 @@
+"""HTML pages: buyer pages, the sandbox checkout, connect results, and the admin UI."""

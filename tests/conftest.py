@@ -16,6 +16,9 @@ import asyncpg
 import httpx
 import pytest
 
+from fakes.btcpay import FakeBTCPay
+from fakes.rates import FakeRates
+from fakes.zaprite import FakeZaprite
 from keysat.app import build_state, create_app, prepare
 from keysat.clock import clock
 from keysat.db import Database
@@ -173,4 +176,31 @@ async def make_server(make_settings: Callable[..., Settings]) -> AsyncIterator[C
 @pytest.fixture
 async def server(make_server: Callable[..., Any]) -> Server:
     srv: Server = await make_server()
+    return srv
+
+
+@pytest.fixture
+def fake_btcpay() -> Iterator[FakeBTCPay]:
+    """A fake BTCPay Server on 127.0.0.1 (Greenfield API), with test controls."""
+    with FakeBTCPay() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_zaprite() -> Iterator[FakeZaprite]:
+    with FakeZaprite() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_rates() -> Iterator[FakeRates]:
+    """Kraken, Coinbase and CoinGecko on one local server (USD 97 123.45 by default)."""
+    with FakeRates() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def sandbox(make_server: Callable[..., Any]) -> Server:
+    """A server in sandbox mode: the built-in sandbox provider takes the payments."""
+    srv: Server = await make_server(KEYSAT_SANDBOX_MODE="true")
     return srv

@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
 from keysat.billing.models import Invoice
@@ -157,3 +158,111 @@ async def add_invoice(
             )
         )
     return invoice_id
+
+
+async def purchase(server: Any, product: str = "acme", **fields: Any) -> dict[str, Any]:
+    """POST /v1/purchase, asserting the documented 200."""
+    response = await server.client.post("/v1/purchase", json={"product": product, **fields})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def sandbox_action(
+    server: Any, invoice_id: str, action: str = "pay", **body: Any
+) -> dict[str, Any]:
+    """Pay, expire or invalidate a sandbox invoice through the admin call."""
+    response = await server.admin_post(f"/v1/admin/sandbox/invoices/{invoice_id}/{action}", body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def poll(server: Any, invoice_id: str) -> dict[str, Any]:
+    response = await server.client.get(f"/v1/purchase/{invoice_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def invoice_row(server: Any, invoice_id: str) -> Invoice:
+    async with server.state.db.read() as session:
+        row = await session.get(Invoice, invoice_id)
+    assert row is not None
+    return row
+
+
+async def licenses_for_invoice(server: Any, invoice_id: str) -> list[License]:
+    async with server.state.db.read() as session:
+        query = sa.select(License).where(License.invoice_id == invoice_id)
+        return list((await session.execute(query)).scalars())
+
+
+async def connect_btcpay_row(
+    server: Any, fake: Any, *, network: str = "regtest", profile_id: str | None = None
+) -> str:
+    """A BTCPay provider row for `fake`'s default store, written straight to the database,
+    with a webhook registered at the fake so it can deliver signed events."""
+    from keysat.operator.service import default_profile
+    from keysat.payments.models import PaymentProvider
+
+    provider_id = new_id()
+    secret = "test-webhook-secret-" + provider_id[:8]
+    url = f"{server.state.settings.public_url}/v1/btcpay/webhook/{provider_id}"
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{fake.url}/api/v1/stores/{fake.store_id}/webhooks",
+            headers={"Authorization": f"token {fake.api_key}"},
+            json={
+                "url": url,
+                "enabled": True,
+                "automaticRedelivery": True,
+                "secret": secret,
+                "authorizedEvents": {
+                    "everything": False,
+                    "specificEvents": ["InvoiceSettled", "InvoiceExpired", "InvoiceInvalid"],
+                },
+            },
+        )
+    assert response.status_code == 200, response.text
+    at = now()
+    async with server.state.db.write() as session:
+        profile = profile_id or (await default_profile(session)).id
+        session.add(
+            PaymentProvider(
+                id=provider_id,
+                merchant_profile_id=profile,
+                kind="btcpay",
+                label="BTCPay test store",
+                api_key=fake.api_key,
+                base_url=fake.url,
+                store_id=fake.store_id,
+                webhook_id=response.json()["id"],
+                webhook_secret=secret,
+                network=network,
+                connected_at=at,
+                updated_at=at,
+            )
+        )
+    return provider_id
+
+
+async def connect_zaprite_row(server: Any, fake: Any, *, profile_id: str | None = None) -> str:
+    """A Zaprite provider row for `fake`, written straight to the database."""
+    from keysat.operator.service import default_profile
+    from keysat.payments.models import PaymentProvider
+
+    provider_id = new_id()
+    at = now()
+    async with server.state.db.write() as session:
+        profile = profile_id or (await default_profile(session)).id
+        session.add(
+            PaymentProvider(
+                id=provider_id,
+                merchant_profile_id=profile,
+                kind="zaprite",
+                label="Zaprite test org",
+                api_key=fake.api_key,
+                base_url=fake.url,
+                connected_at=at,
+                updated_at=at,
+            )
+        )
+    return provider_id

@@ -278,6 +278,38 @@ class Purchases:
             "license_id": row.id,
         }
 
+    async def featured_discount(self, product: Product, policy: Policy) -> dict[str, Any] | None:
+        """The launch special shown on a tier card (public-api.md 4.3), priced in the
+        product's unit; None when there is none or its rate cannot be fetched."""
+        async with self._db.read() as session:
+            code = await discounts.featured_for(session, product, policy)
+        if code is None:
+            return None
+        price = effective_price(product, policy)
+        amount = code.amount
+        if code.kind in ("fixed_sats", "set_price"):
+            try:
+                amount = await self._rates.convert(
+                    code.amount, code.discount_currency, product.price_currency
+                )
+            except RateError:
+                return None
+        off = discount_sats(code.kind, price, amount).discount_sats
+        return {
+            "code": code.code,
+            "kind": code.kind,
+            "amount": code.amount,
+            "description": code.description or None,
+            "expires_at": format_optional_ts(code.expires_at),
+            "max_uses": code.max_uses,
+            "used_count": code.used_count,
+            "remaining_uses": (
+                max(code.max_uses - code.used_count, 0) if code.max_uses is not None else None
+            ),
+            "discount_applied_sats": off,
+            "discounted_price_sats": price - off,
+        }
+
     # --- POST /v1/purchase ------------------------------------------------------------------
 
     async def start(self, body: PurchaseRequest) -> dict[str, Any]:

@@ -12,7 +12,13 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keysat.billing.pricing import SAT_CURRENCIES, SATS_PER_BTC, fiat_to_sats, parse_decimal
+from keysat.billing.pricing import (
+    SAT_CURRENCIES,
+    SATS_PER_BTC,
+    fiat_to_sats,
+    parse_decimal,
+    round_half_up,
+)
 from keysat.billing.pricing import rate_centibps as centibps_of
 from keysat.db import Database
 from keysat.operator.models import Setting
@@ -53,6 +59,11 @@ class Quote:
     listed_value: int | None
     rate_centibps: int | None
     source: str
+
+
+def _unit(currency: str) -> str:
+    code = currency.upper()
+    return "SAT" if code in SAT_CURRENCIES else code
 
 
 def pin_key(currency: str) -> str:
@@ -124,6 +135,17 @@ class RateService:
             rate_centibps=rate.centibps,
             source=rate.source,
         )
+
+    async def convert(self, value: int, source: str, target: str) -> int:
+        """An amount in one currency's smallest unit, in another's, through BTC."""
+        source, target = _unit(source), _unit(target)
+        if source == target:
+            return value
+        sats = (await self.quote(source, value)).sats
+        if target == "SAT":
+            return sats
+        rate = await self.lookup(target)
+        return round_half_up(Decimal(sats) * rate.centibps / 10**10)
 
     async def set_pin(self, session: AsyncSession, currency: str, units: Decimal) -> None:
         await put_setting(session, pin_key(currency), format(units, "f"))

@@ -254,5 +254,8 @@ async def public_product(request: Request, slug: str) -> JSONResponse:
 async def public_policies(request: Request, slug: str) -> JSONResponse:
     state = app_state(request)
     async with state.db.read() as session:
-        tiers = await service.public_tiers(session, slug)
-    return respond(tiers)
+        product, policies = await service.public_tiers(session, slug)
+    featured = {
+        policy.id: await state.purchases.featured_discount(product, policy) for policy in policies
+    }
+    return respond(service.public_tiers_json(product, policies, featured))

@@ -7,7 +7,7 @@ transaction. Field rules are plain functions so they can be tested without a dat
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -340,7 +340,9 @@ def public_tier_order(product: Product, policies: Sequence[Policy]) -> list[Poli
     return sorted(policies, key=lambda p: (effective_price(product, p), p.name, p.slug))
 
 
-def public_policy_json(product: Product, policy: Policy) -> dict[str, Any]:
+def public_policy_json(
+    product: Product, policy: Policy, featured: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """One tier of the public list (public-api.md 4.3): no id, rank or tip data."""
     metadata = policy.policy_metadata or {}
     description = metadata.get("description")
@@ -363,13 +365,17 @@ def public_policy_json(product: Product, policy: Policy) -> dict[str, Any]:
         "is_recurring": policy.is_recurring,
         "renewal_period_days": policy.renewal_period_days if policy.is_recurring else 0,
         "trial_days": policy.trial_days,
-        # Featured discount codes arrive with the discount-code tables.
-        "featured_discount": None,
+        "featured_discount": featured,
     }
 
 
-def public_tiers_json(product: Product, policies: Sequence[Policy]) -> dict[str, Any]:
-    purchasable = [policy for policy in policies if is_purchasable(policy)]
+def public_tiers_json(
+    product: Product,
+    policies: Sequence[Policy],
+    featured: Mapping[str, dict[str, Any] | None],
+) -> dict[str, Any]:
+    """`policies` are the purchasable ones in listing order; `featured` maps a policy id to
+    its launch special."""
     return {
         "product": {
             "slug": product.slug,
@@ -380,8 +386,7 @@ def public_tiers_json(product: Product, policies: Sequence[Policy]) -> dict[str,
             "entitlements_catalog": catalog_json(product.entitlements_catalog) or [],
         },
         "policies": [
-            public_policy_json(product, policy)
-            for policy in public_tier_order(product, purchasable)
+            public_policy_json(product, policy, featured.get(policy.id)) for policy in policies
         ],
     }
 
@@ -946,11 +951,12 @@ async def public_product(session: AsyncSession, slug: str) -> Product:
     return product
 
 
-async def public_tiers(session: AsyncSession, slug: str) -> dict[str, Any]:
+async def public_tiers(session: AsyncSession, slug: str) -> tuple[Product, list[Policy]]:
+    """A product on sale and its purchasable tiers in listing order (public-api.md 4.3)."""
     product = await public_product(session, slug)
     policies = (
         (await session.execute(sa.select(Policy).where(Policy.product_id == product.id)))
         .scalars()
         .all()
     )
-    return public_tiers_json(product, policies)
+    return product, public_tier_order(product, [p for p in policies if is_purchasable(p)])

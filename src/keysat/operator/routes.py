@@ -1,4 +1,4 @@
-"""Service information, liveness and the audit log."""
+"""Service information, liveness, the audit log and the background jobs view."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from fastapi.responses import JSONResponse
 
 from keysat import __version__
 from keysat.access.actor import Actor
-from keysat.access.routes import require_scope
+from keysat.access.routes import require_master, require_scope
 from keysat.operator import schemas
-from keysat.operator.service import effective_operator_name, list_audit
+from keysat.operator.service import effective_operator_name, list_audit, record_audit
 from keysat.state import app_state
 from keysat.wire import query_int, respond
 
@@ -63,3 +63,19 @@ async def audit_log(
             before_id=before,
         )
     return respond({"entries": [schemas.audit_entry_json(entry) for entry in entries]})
+
+
+@router.get("/v1/admin/jobs", response_model=schemas.JobList)
+async def list_jobs(
+    request: Request, actor: Actor = require_scope("settings:read")
+) -> JSONResponse:
+    return respond({"jobs": await app_state(request).jobs.describe_all()})
+
+
+@router.post("/v1/admin/jobs/{name}/run", response_model=schemas.JobOut)
+async def run_job(request: Request, name: str, actor: Actor = require_master()) -> JSONResponse:
+    state = app_state(request)
+    job = await state.jobs.run_now(name)
+    async with state.db.write() as session:
+        record_audit(session, actor, "job.run", "job", name, {})
+    return respond(job)

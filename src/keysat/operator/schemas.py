@@ -37,6 +37,21 @@ class AuditList(BaseModel):
     entries: list[AuditEntryOut]
 
 
+class JobOut(BaseModel):
+    name: str
+    interval_seconds: int
+    last_started_at: str | None
+    last_finished_at: str | None
+    last_status: str | None
+    last_error: str | None
+    next_run_at: str | None
+    running: bool
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
 def audit_entry_json(entry: AuditEntry) -> dict[str, Any]:
     return {
         "id": entry.id,

@@ -24,7 +24,7 @@ from keysat.clock import clock
 from keysat.db import Database
 from keysat.settings import Settings, load_settings
 from keysat.state import AppState
-from support import ADMIN, ADMIN_KEY
+from support import ADMIN, ADMIN_KEY, TRUST_KEY
 
 PG_URL = os.environ.get("KEYSAT_TEST_DATABASE_URL")
 
@@ -159,7 +159,7 @@ async def make_server(make_settings: Callable[..., Settings]) -> AsyncIterator[C
 
     async def factory(**overrides: str) -> Server:
         settings = make_settings(**overrides)
-        state = build_state(settings, ADMIN_KEY)
+        state = build_state(settings, ADMIN_KEY, trust_root=TRUST_KEY.public_key())
         await prepare(state)
         app = create_app(state)
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))

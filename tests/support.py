@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 
 from keysat.billing.models import Invoice
 from keysat.clock import now
-from keysat.keys import KeyFields, parse_key
+from keysat.keys import KeyFields, encode_key, generate_private_key, parse_key
 from keysat.licensing.models import License, Machine
 from keysat.operator.models import AuditEntry
 from keysat.webhooks.models import WebhookEvent
@@ -19,6 +20,23 @@ from keysat.wire import new_id
 
 ADMIN_KEY = "test-admin-key-0123456789abcdefghijklmnop"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+# Stands in for Keysat's trust root: in-process servers verify self-licenses against it.
+TRUST_KEY = generate_private_key()
+
+
+def self_license_key(*entitlements: str, expires_at: int = 0) -> str:
+    """A self-license signed by the test trust root; pass it as KEYSAT_LICENSE."""
+    fields = KeyFields(
+        version=2,
+        flags=0,
+        product_id=uuid.uuid4(),
+        license_id=uuid.uuid4(),
+        issued_at=1_767_225_600,
+        expires_at=expires_at,
+        fingerprint_hash=bytes(32),
+        entitlements=tuple(entitlements),
+    )
+    return encode_key(fields, TRUST_KEY)
 
 
 async def create_product(server: Any, slug: str = "acme", **fields: Any) -> dict[str, Any]:

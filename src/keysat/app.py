@@ -7,9 +7,11 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -23,6 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import keysat.models  # noqa: F401 - every table in the metadata, so every foreign key resolves
 from keysat import __version__
 from keysat.access.ratelimit import RateLimiter
+from keysat.access.selflicense import SelfLicensing
+from keysat.access.selflicense import trust_root as embedded_trust_root
 from keysat.access.service import MasterKey
 from keysat.billing.jobs import billing_jobs
 from keysat.billing.purchase import Purchases
@@ -36,7 +40,7 @@ from keysat.db import Database
 from keysat.errors import ApiError, bad_request, internal_error, method_not_allowed, not_found
 from keysat.issuer.routes import router as issuer_router
 from keysat.issuer.service import IssuerKeys, ensure_signing_key
-from keysat.jobs import JobRunner
+from keysat.jobs import Job, JobRunner
 from keysat.licensing.jobs import WriteBehind
 from keysat.licensing.keyauth import key_reader
 from keysat.licensing.machines import MachineEndpoints
@@ -208,9 +212,16 @@ async def prepare(state: AppState) -> None:
     await state.db.migrate()
     await ensure_signing_key(state.db, state.issuer_keys)
     await seed_btcpay_from_environment(state.db, state.settings)
+    await state.self_license.refresh()
 
 
-def build_state(settings: Settings, admin_key: str, db: Database | None = None) -> AppState:
+def build_state(
+    settings: Settings,
+    admin_key: str,
+    db: Database | None = None,
+    trust_root: Ed25519PublicKey | None = None,
+) -> AppState:
+    """`trust_root` replaces the embedded self-license root, for tests only."""
     database = db or Database(settings.database_url)
     issuer_keys = IssuerKeys()
     limiter = RateLimiter(database, settings)
@@ -222,6 +233,15 @@ def build_state(settings: Settings, admin_key: str, db: Database | None = None) 
     rates = RateService(database, settings, http)
     providers = Providers(database, settings, http)
     settlement = Settlement(database, providers)
+    self_license = SelfLicensing(database, settings, trust_root or embedded_trust_root())
+
+    async def refresh_self_license(_at: datetime) -> None:
+        await self_license.refresh()
+
+    jobs = [
+        *billing_jobs(database, settlement),
+        Job("self_license_refresh", timedelta(hours=1), timedelta(hours=1), refresh_self_license),
+    ]
     return AppState(
         settings=settings,
         db=database,
@@ -237,7 +257,8 @@ def build_state(settings: Settings, admin_key: str, db: Database | None = None) 
         providers=providers,
         settlement=settlement,
         purchases=Purchases(database, settings, rates, providers, issuer_keys),
-        jobs=JobRunner(database, billing_jobs(database, settlement)),
+        jobs=JobRunner(database, jobs),
+        self_license=self_license,
     )
 
 

@@ -8,7 +8,9 @@ import httpx
 from starlette.requests import Request
 
 from keysat.access.ratelimit import RateLimiter
+from keysat.access.selflicense import SelfLicensing
 from keysat.access.service import MasterKey
+from keysat.access.tier import Tier, current_tier
 from keysat.billing.purchase import Purchases
 from keysat.billing.rates import RateService
 from keysat.billing.settlement import Settlement
@@ -40,6 +42,10 @@ class AppState:
     settlement: Settlement
     purchases: Purchases
     jobs: JobRunner
+    self_license: SelfLicensing
+
+    def tier(self) -> Tier:
+        return current_tier(self.settings, self.self_license.current)
 
 
 def app_state(request: Request) -> AppState:

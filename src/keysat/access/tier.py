@@ -1,13 +1,11 @@
-"""Tier gating (access.md 9): caps and feature gates lifted by self-license entitlements.
-
-Until self-licensing lands, a server outside sandbox mode is on the Creator tier (no
-entitlements); sandbox mode unlocks everything.
-"""
+"""Tier gating (access.md 9): caps and feature gates lifted by self-license entitlements;
+sandbox mode unlocks everything."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from keysat.access.selflicense import SelfLicense
 from keysat.errors import ApiError
 from keysat.settings import Settings
 
@@ -28,10 +26,20 @@ class Tier:
         return self.sandbox or entitlement in self.entitlements
 
 
-def current_tier(settings: Settings) -> Tier:
+def tier_name(entitlements: frozenset[str]) -> str:
+    """The display name (access.md 9.1); every gate checks its own entitlement instead."""
+    if "patron" in entitlements:
+        return "Patron"
+    if "unlimited_products" in entitlements:
+        return "Pro"
+    return "Creator"
+
+
+def current_tier(settings: Settings, self_license: SelfLicense) -> Tier:
+    entitlements = frozenset(self_license.entitlements) if self_license.licensed else frozenset()
     if settings.sandbox_mode:
-        return Tier(name="Sandbox", entitlements=frozenset(), sandbox=True)
-    return Tier(name="Creator", entitlements=frozenset(), sandbox=False)
+        return Tier(name="Sandbox", entitlements=entitlements, sandbox=True)
+    return Tier(name=tier_name(entitlements), entitlements=entitlements, sandbox=False)
 
 
 def tier_cap(message: str) -> ApiError:

@@ -16,7 +16,6 @@ from keysat.access.actor import Actor
 from keysat.access.client import client_address
 from keysat.access.routes import require_scope
 from keysat.access.service import request_actor
-from keysat.access.tier import current_tier
 from keysat.billing import discounts, schemas
 from keysat.billing.models import DiscountRedemption, Invoice
 from keysat.billing.purchase import invoice_license
@@ -157,7 +156,7 @@ async def create_code(
     _body: None = documented_body(schemas.DiscountCodeCreate),
 ) -> JSONResponse:
     state = app_state(request)
-    tier = current_tier(state.settings)
+    tier = state.tier()
     async with state.db.read() as session:
         await discounts.enforce_code_cap(session, tier)
     body = validate_model(
@@ -206,9 +205,7 @@ async def set_code_active(
 ) -> JSONResponse:
     state = app_state(request)
     async with state.db.write() as session:
-        await discounts.set_active(
-            session, current_tier(state.settings), actor, code_id, body.active
-        )
+        await discounts.set_active(session, state.tier(), actor, code_id, body.active)
     return respond({"ok": True})
 
 

@@ -11,7 +11,6 @@ from pydantic import BaseModel
 
 from keysat.access.actor import Actor
 from keysat.access.routes import require_scope
-from keysat.access.tier import current_tier
 from keysat.catalog import schemas, service
 from keysat.state import app_state
 from keysat.wire import (
@@ -63,7 +62,7 @@ async def create_product(
     _body: None = documented_body(schemas.ProductCreate),
 ) -> JSONResponse:
     state = app_state(request)
-    tier = current_tier(state.settings)
+    tier = state.tier()
     async with state.db.read() as session:
         await service.enforce_product_cap(session, tier)
     body = validate_model(
@@ -141,7 +140,7 @@ async def create_policy(
     _body: None = documented_body(schemas.PolicyCreate),
 ) -> JSONResponse:
     state = app_state(request)
-    tier = current_tier(state.settings)
+    tier = state.tier()
     data = await parse_json_object(request, allow_empty=False)
     target = validate_model(schemas.PolicyTarget, data)
     async with state.db.write() as session:
@@ -159,7 +158,7 @@ async def update_policy(
     body: schemas.PolicyPatch = json_body(schemas.PolicyPatch, allow_empty=True),
 ) -> JSONResponse:
     state = app_state(request)
-    tier = current_tier(state.settings)
+    tier = state.tier()
     async with state.db.write() as session:
         policy = await service.update_policy(session, tier, actor, policy_id, body)
     return respond(service.policy_json(policy))

@@ -11,7 +11,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from keysat.access.actor import Actor
 from keysat.access.routes import require_master, require_provider_connect, require_scope
-from keysat.access.tier import current_tier
 from keysat.billing.models import Invoice
 from keysat.billing.pricing import sats_to_btc_string
 from keysat.catalog.models import Policy, Product
@@ -194,7 +193,7 @@ async def btcpay_payment_methods(
 @admin_router.post("/v1/admin/zaprite/connect", response_model=schemas.ZapriteConnected)
 async def zaprite_connect(request: Request, actor: Actor = require_master()) -> JSONResponse:
     state = app_state(request)
-    connect.check_zaprite_allowed(state.settings, current_tier(state.settings))
+    connect.check_zaprite_allowed(state.settings, state.tier())
     body = await schemas.parse_zaprite_connect(request)
     return respond(
         await connect.zaprite_connect(

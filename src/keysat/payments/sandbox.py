@@ -43,6 +43,7 @@ _ALLOWED_FROM = {
     "invalidate": ("new", "expired"),
 }
 _TARGET = {"pay": "settled", "expire": "expired", "invalidate": "invalid"}
+_DONE = {"pay": "paid", "expire": "expired", "invalidate": "invalidated"}
 
 
 def new_sandbox_id() -> str:
@@ -114,7 +115,7 @@ async def apply_action(
     if row.status == target:
         return row
     if row.status not in _ALLOWED_FROM[action]:
-        raise conflict(f"a {row.status} sandbox invoice cannot be moved to {target}")
+        raise conflict(f"this sandbox invoice is {row.status} and cannot be {_DONE[action]}")
     at = now()
     if amount_sats is not None:
         row.amount_value = amount_sats

@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -120,6 +120,7 @@ class KeysatServer:
     data_dir: Path
     log_path: Path
     admin: httpx.Client
+    database_url: str
 
     def sdk(self) -> Client:
         """The official SDK client pointed at this server."""
@@ -176,14 +177,21 @@ class KeysatServer:
 
 
 @contextmanager
-def launch_server(work_dir: Path, env: Mapping[str, str] | None = None) -> Iterator[KeysatServer]:
-    """Run `keysat serve` until the block ends; `env` adds or overrides KEYSAT_* variables."""
+def launch_server(
+    work_dir: Path, env: Mapping[str, str] | None = None, *, database_url: str | None = None
+) -> Iterator[KeysatServer]:
+    """Run `keysat serve` until the block ends; `env` adds or overrides KEYSAT_* variables.
+
+    With `database_url`, the process shares that database (several processes behind one
+    load balancer); otherwise it gets a fresh one of its own.
+    """
     data_dir = work_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "server.log"
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    with fresh_database(data_dir) as database_url:
+    database = nullcontext(database_url) if database_url else fresh_database(data_dir)
+    with database as database_url:
         process_env = {
             key: value
             for key, value in os.environ.items()
@@ -220,7 +228,11 @@ def launch_server(work_dir: Path, env: Mapping[str, str] | None = None) -> Itera
                     timeout=15.0,
                 ) as admin:
                     yield KeysatServer(
-                        base_url=base_url, data_dir=data_dir, log_path=log_path, admin=admin
+                        base_url=base_url,
+                        data_dir=data_dir,
+                        log_path=log_path,
+                        admin=admin,
+                        database_url=database_url,
                     )
             finally:
                 _stop(process)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -190,7 +191,12 @@ def _upgrade(connection: Connection, script_location: Path) -> None:
         # transaction, so it goes straight to the driver.
         _driver_execute(connection, "PRAGMA foreign_keys=OFF")
     try:
-        with connection.begin():
+        with connection.begin(), warnings.catch_warnings():
+            # Batch table rebuilds reflect neighbouring tables, and SQLite cannot reflect
+            # expression indexes; the migrations recreate those themselves.
+            warnings.filterwarnings(
+                "ignore", "Skipped unsupported reflection of expression-based index"
+            )
             if not sqlite:
                 # Several processes may start at once; one migrates, the others wait.
                 connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")

@@ -54,6 +54,11 @@ from keysat.payments.routes import public_router as payments_public_router
 from keysat.payments.service import Providers
 from keysat.settings import Settings
 from keysat.state import AppState
+from keysat.subscriptions.clock import SandboxClock
+from keysat.subscriptions.jobs import RenewalWorker, SavedCardCapture, subscription_jobs
+from keysat.subscriptions.routes import admin_router as subscriptions_admin_router
+from keysat.subscriptions.routes import public_router as subscriptions_public_router
+from keysat.subscriptions.upgrades import TierChanges
 from keysat.web.pages import router as pages_router
 from keysat.wire import BODY_MODEL_ATTR
 
@@ -67,10 +72,12 @@ ROUTERS = (
     catalog_public_router,
     billing_public_router,
     payments_public_router,
+    subscriptions_public_router,
     catalog_admin_router,
     licensing_admin_router,
     billing_admin_router,
     payments_admin_router,
+    subscriptions_admin_router,
     pages_router,
 )
 
@@ -213,6 +220,7 @@ async def prepare(state: AppState) -> None:
     await ensure_signing_key(state.db, state.issuer_keys)
     await seed_btcpay_from_environment(state.db, state.settings)
     await state.self_license.refresh()
+    await state.sandbox_clock.load()
 
 
 def build_state(
@@ -233,6 +241,8 @@ def build_state(
     rates = RateService(database, settings, http)
     providers = Providers(database, settings, http)
     settlement = Settlement(database, providers)
+    settlement.after_settled.append(SavedCardCapture(database, providers))
+    renewals = RenewalWorker(database, settings, rates, providers, settlement)
     self_license = SelfLicensing(database, settings, trust_root or embedded_trust_root())
 
     async def refresh_self_license(_at: datetime) -> None:
@@ -240,6 +250,7 @@ def build_state(
 
     jobs = [
         *billing_jobs(database, settlement),
+        *subscription_jobs(renewals),
         Job("self_license_refresh", timedelta(hours=1), timedelta(hours=1), refresh_self_license),
     ]
     return AppState(
@@ -259,6 +270,8 @@ def build_state(
         purchases=Purchases(database, settings, rates, providers, issuer_keys),
         jobs=JobRunner(database, jobs),
         self_license=self_license,
+        tier_changes=TierChanges(database, settings, rates, providers, issuer_keys),
+        sandbox_clock=SandboxClock(database, settings.sandbox_mode),
     )
 
 
@@ -270,12 +283,14 @@ def create_app(state: AppState) -> FastAPI:
         gc.collect()
         gc.freeze()
         state.write_behind.start()
+        state.sandbox_clock.start()
         if state.settings.workers:
             state.jobs.start()
         try:
             yield
         finally:
             await state.jobs.stop()
+            await state.sandbox_clock.stop()
             await state.write_behind.stop()
             await state.http.aclose()
             state.key_reader.close()

@@ -13,6 +13,7 @@ from keysat.payments.models import (
     RailPreference,
     SandboxInvoice,
 )
+from keysat.subscriptions.models import Subscription, SubscriptionCycle, TierChange
 from keysat.webhooks.models import WebhookEvent
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "SandboxInvoice",
     "ServerKey",
     "Setting",
+    "Subscription",
+    "SubscriptionCycle",
+    "TierChange",
     "ValidationLog",
     "WebhookEvent",
 ]

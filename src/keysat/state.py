@@ -23,6 +23,8 @@ from keysat.licensing.machines import MachineEndpoints
 from keysat.licensing.validation import Validator
 from keysat.payments.service import Providers
 from keysat.settings import Settings
+from keysat.subscriptions.clock import SandboxClock
+from keysat.subscriptions.upgrades import TierChanges
 
 
 @dataclass
@@ -43,6 +45,8 @@ class AppState:
     purchases: Purchases
     jobs: JobRunner
     self_license: SelfLicensing
+    tier_changes: TierChanges
+    sandbox_clock: SandboxClock
 
     def tier(self) -> Tier:
         return current_tier(self.settings, self.self_license.current)

@@ -76,7 +76,11 @@ class Invoice(Base):
     subject_license_id: Mapped[str | None] = mapped_column(
         Id, sa.ForeignKey("licenses.id", use_alter=True), nullable=True
     )
-    subscription_id: Mapped[str | None] = mapped_column(Id, nullable=True)
+    subscription_id: Mapped[str | None] = mapped_column(
+        Id,
+        sa.ForeignKey("subscriptions.id", use_alter=True, name="fk_invoices_subscription_id"),
+        nullable=True,
+    )
     cycle_number: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

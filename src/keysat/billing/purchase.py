@@ -170,6 +170,24 @@ def origin_of(url: str) -> str | None:
     return None
 
 
+async def checked_redirect(db: Database, settings: Settings, url: str | None) -> str | None:
+    """A buyer's `redirect_url`, allowed only to the origins of config.md 3.2."""
+    if url is None or not url.strip():
+        return None
+    allowed = {origin for origin in [origin_of(settings.public_url)] if origin}
+    allowed.update(settings.allowed_redirect_origins)
+    async with db.read() as session:
+        redirects = await session.execute(
+            sa.select(MerchantProfile.post_purchase_redirect_url).where(
+                MerchantProfile.post_purchase_redirect_url.is_not(None)
+            )
+        )
+        allowed.update(origin for (text,) in redirects if text and (origin := origin_of(text)))
+    if not allowed_origin(url.strip(), allowed):
+        raise bad_request("redirect_url must point to an allowed origin")
+    return url.strip()
+
+
 class Purchases:
     def __init__(
         self,
@@ -206,22 +224,6 @@ class Purchases:
         return CodeOffer(
             code, discount_sats(code.kind, base, await self._code_sats(code)).discount_sats
         )
-
-    async def _check_redirect(self, url: str | None) -> str | None:
-        if url is None or not url.strip():
-            return None
-        allowed = {origin for origin in [origin_of(self._settings.public_url)] if origin}
-        allowed.update(self._settings.allowed_redirect_origins)
-        async with self._db.read() as session:
-            redirects = await session.execute(
-                sa.select(MerchantProfile.post_purchase_redirect_url).where(
-                    MerchantProfile.post_purchase_redirect_url.is_not(None)
-                )
-            )
-            allowed.update(origin for (url_,) in redirects if url_ and (origin := origin_of(url_)))
-        if not allowed_origin(url.strip(), allowed):
-            raise bad_request("redirect_url must point to an allowed origin")
-        return url.strip()
 
     async def _key(self, session: AsyncSession, row: License) -> str:
         return license_key(row, await self._issuer_keys.current(session))
@@ -322,7 +324,7 @@ class Purchases:
             typed = await discounts.find_code(session, typed_code) if typed_code else None
             profile = await profile_for(session, product.merchant_profile_id)
             assert profile is not None
-        redirect = await self._check_redirect(body.redirect_url)
+        redirect = await checked_redirect(self._db, self._settings, body.redirect_url)
         trial_email = (
             email
             if would_be_trial(policy)

@@ -10,6 +10,7 @@ each side effect (license, events, audit rows) happens exactly once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -27,6 +28,12 @@ from keysat.licensing.service import issue_for_invoice
 from keysat.operator.service import record_audit
 from keysat.payments.provider import Snapshot, SnapshotStatus
 from keysat.payments.service import Providers
+from keysat.subscriptions.service import (
+    create_subscription,
+    renewal_not_paid,
+    settle_renewal,
+    settle_tier_change,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,8 @@ class Settlement:
     def __init__(self, db: Database, providers: Providers) -> None:
         self._db = db
         self._providers = providers
+        # Best-effort work after a settlement commits (billing.md 4.8); never part of it.
+        self.after_settled: list[Callable[[str], Awaitable[None]]] = []
 
     async def confirm(self, invoice_id: str) -> Outcome | None:
         """Read the invoice's provider and apply what it reports.
@@ -74,7 +83,11 @@ class Settlement:
         if provider is None:
             return None
         snapshot = await provider.get_invoice_status(invoice.provider_invoice_id)
-        return await self.apply(invoice_id, snapshot)
+        outcome = await self.apply(invoice_id, snapshot)
+        if outcome is not None and outcome.changed and outcome.status == "settled":
+            for hook in self.after_settled:
+                await hook(invoice_id)
+        return outcome
 
     async def apply(self, invoice_id: str, snapshot: Snapshot) -> Outcome | None:
         target = _TARGET.get(snapshot.status)
@@ -114,12 +127,18 @@ class Settlement:
                 await self._settled(session, invoice, snapshot)
             else:
                 await cancel_pending(session, invoice.id)
+                if invoice.kind == "renewal":
+                    await renewal_not_paid(session, invoice)
         return Outcome(status=target, changed=True)
 
     async def _settled(self, session: AsyncSession, invoice: Invoice, snapshot: Snapshot) -> None:
         _amount_tripwire(session, invoice, snapshot)
         if invoice.kind == "purchase":
             await issue_purchase(session, invoice)
+        elif invoice.kind == "renewal":
+            await settle_renewal(session, invoice)
+        else:
+            await settle_tier_change(session, invoice)
 
 
 def _amount_tripwire(session: AsyncSession, invoice: Invoice, snapshot: Snapshot) -> None:
@@ -151,6 +170,8 @@ async def issue_purchase(session: AsyncSession, invoice: Invoice) -> License | N
     policy = await _purchase_policy(session, invoice)
     row = issue_for_invoice(session, invoice, policy, sandbox=invoice.provider_kind == "sandbox")
     await session.flush()
+    if policy is not None and policy.is_recurring and row.expires_at is not None:
+        await create_subscription(session, row, policy, invoice, row.expires_at)
     await redeem_for_invoice(session, invoice, row.id)
     return row
 

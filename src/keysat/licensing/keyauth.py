@@ -25,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keysat.catalog.models import Policy, Product
 from keysat.db import Database
+from keysat.errors import unauthorized
 from keysat.issuer.models import ServerKey
 from keysat.issuer.service import IssuerKey, IssuerKeys
-from keysat.keys import ParsedKey, parse_key
+from keysat.keys import KeyFormatError, ParsedKey, parse_key
 from keysat.licensing.models import License, Machine
 
 VERIFIED_CACHE_SIZE = 4096
@@ -259,3 +260,23 @@ async def lock_license(session: AsyncSession, license_id: str) -> License:
         .execution_options(populate_existing=True)
     )
     return (await session.execute(query)).scalar_one()
+
+
+async def buyer_license(session: AsyncSession, issuer_keys: IssuerKeys, text: str) -> License:
+    """public-api.md 1.10 for the buyer routes (cancel, quotes, upgrades): a verified key
+    of a license that is neither revoked nor suspended; every failure is the same 401."""
+    try:
+        parsed = parse_key(text)
+    except KeyFormatError:
+        raise unauthorized() from None
+    if not signature_valid(await issuer_keys.current(session), parsed):
+        raise unauthorized()
+    row = await session.get(License, str(parsed.license_id))
+    if (
+        row is None
+        or row.product_id != str(parsed.product_id)
+        or row.revoked_at is not None
+        or row.suspended_at is not None
+    ):
+        raise unauthorized()
+    return row

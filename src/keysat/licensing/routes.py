@@ -13,6 +13,7 @@ from keysat.errors import not_found
 from keysat.licensing import machines, schemas, service
 from keysat.licensing.validation import Caller
 from keysat.state import app_state
+from keysat.subscriptions.service import cancel_for_revoke
 from keysat.wire import (
     OkResponse,
     documents_body,
@@ -162,7 +163,9 @@ async def revoke_license(
 ) -> JSONResponse:
     state = app_state(request)
     async with state.db.write() as session:
-        await service.revoke(session, actor, license_id, body.reason)
+        row = await service.revoke(session, actor, license_id, body.reason)
+        assert row.revocation_reason is not None
+        await cancel_for_revoke(session, row.id, actor, row.revocation_reason)
     return respond({"ok": True})
 
 

@@ -382,7 +382,10 @@ async def _locked_license(session: AsyncSession, license_id: str) -> License | N
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def revoke(session: AsyncSession, actor: Actor, license_id: str, reason: str | None) -> None:
+async def revoke(
+    session: AsyncSession, actor: Actor, license_id: str, reason: str | None
+) -> License:
+    """The caller also stops the license's subscription in the same transaction."""
     row = await _locked_license(session, license_id)
     if row is None or row.status == "revoked":
         raise not_found(f"license {license_id} (already revoked or does not exist)")
@@ -394,6 +397,7 @@ async def revoke(session: AsyncSession, actor: Actor, license_id: str, reason: s
     row.updated_at = at
     record_audit(session, actor, "license.revoke", "license", row.id, {"reason": text})
     record_event(session, "license.revoked", {"license_id": row.id, "reason": text})
+    return row
 
 
 async def suspend(session: AsyncSession, actor: Actor, license_id: str, reason: str | None) -> None:

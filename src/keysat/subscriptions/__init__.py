@@ -1,0 +1,1 @@
+"""Recurring subscriptions: renewals, lapse, cancel, and tier upgrades and downgrades."""

@@ -1,0 +1,69 @@
+"""The sandbox test clock (billing.md 9.3): an offset on the business clock, shared by
+every process through the settings table and re-read by each at most once a second."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keysat.clock import clock, now
+from keysat.db import Database
+from keysat.operator.service import get_setting, put_setting
+from keysat.wire import format_ts
+
+log = logging.getLogger(__name__)
+
+OFFSET_SETTING = "sandbox_clock_offset_seconds"
+REFRESH_SECONDS = 1.0
+MAX_SECONDS = 31_622_400
+MAX_DAYS = 366
+
+
+def clock_json() -> dict[str, Any]:
+    return {
+        "now": format_ts(now()),
+        "real_now": format_ts(clock.real_now()),
+        "offset_seconds": clock.sandbox_offset_seconds,
+    }
+
+
+class SandboxClock:
+    def __init__(self, db: Database, enabled: bool) -> None:
+        self._db = db
+        self.enabled = enabled
+        self._task: asyncio.Task[None] | None = None
+
+    async def load(self) -> None:
+        """Adopt the shared offset (another process may have moved it)."""
+        if not self.enabled:
+            return
+        async with self._db.read() as session:
+            stored = await get_setting(session, OFFSET_SETTING)
+        clock.set_sandbox_offset(int(stored) if stored and stored.lstrip("-").isdigit() else 0)
+
+    async def move(self, session: AsyncSession, offset_seconds: int) -> None:
+        await put_setting(session, OFFSET_SETTING, str(offset_seconds))
+        clock.set_sandbox_offset(offset_seconds)
+
+    def start(self) -> None:
+        if self.enabled:
+            self._task = asyncio.create_task(self._follow(), name="sandbox-clock")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                await self.load()
+            except Exception:
+                log.exception("could not read the sandbox clock offset")

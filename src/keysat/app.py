@@ -60,6 +60,8 @@ from keysat.subscriptions.routes import admin_router as subscriptions_admin_rout
 from keysat.subscriptions.routes import public_router as subscriptions_public_router
 from keysat.subscriptions.upgrades import TierChanges
 from keysat.web.pages import router as pages_router
+from keysat.webhooks.jobs import webhook_jobs
+from keysat.webhooks.routes import admin_router as webhooks_admin_router
 from keysat.wire import BODY_MODEL_ATTR
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ ROUTERS = (
     billing_admin_router,
     payments_admin_router,
     subscriptions_admin_router,
+    webhooks_admin_router,
     pages_router,
 )
 
@@ -251,6 +254,7 @@ def build_state(
     jobs = [
         *billing_jobs(database, settlement),
         *subscription_jobs(renewals),
+        *webhook_jobs(database, http),
         Job("self_license_refresh", timedelta(hours=1), timedelta(hours=1), refresh_self_license),
     ]
     return AppState(

@@ -68,10 +68,12 @@ async def test_jobs_are_listed_in_the_spec_order_with_empty_history(server) -> N
     jobs = response.json()["jobs"]
     assert [job["name"] for job in jobs] == [
         "reconciler",
+        "renewals",
+        "webhook_delivery",
         "redemption_reaper",
         "self_license_refresh",
     ]
-    assert [job["interval_seconds"] for job in jobs] == [60, 300, 3600]
+    assert [job["interval_seconds"] for job in jobs] == [60, 60, 5, 300, 3600]
     for job in jobs:
         assert set(job) == JOB_FIELDS
         assert job["last_started_at"] is None and job["last_status"] is None

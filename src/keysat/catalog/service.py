@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keysat.access.actor import Actor
 from keysat.access.tier import Tier, check_policy_cap, check_product_cap, check_recurring_billing
-from keysat.billing.models import Invoice
+from keysat.billing.models import DiscountCode, DiscountRedemption, Invoice
 from keysat.catalog.models import Policy, Product
 from keysat.catalog.schemas import (
     CatalogEntryIn,
@@ -33,6 +33,7 @@ from keysat.keys.codec import MAX_ENTITLEMENT_BYTES, MAX_ENTITLEMENTS
 from keysat.licensing.models import License, Machine, ValidationLog
 from keysat.operator.models import MerchantProfile
 from keysat.operator.service import record_audit
+from keysat.subscriptions.models import Subscription, SubscriptionCycle, TierChange
 from keysat.webhooks.service import record_event
 from keysat.wire import format_optional_ts, format_ts, new_id, normalize_id
 
@@ -46,6 +47,7 @@ DESCRIPTION_MAX = 10_000
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 RENEWAL_PERIOD_MAX_DAYS = 1830
+LIVE_SUBSCRIPTION = ("active", "past_due")
 
 _SLUG = re.compile(r"[A-Za-z0-9._-]+")
 _CATALOG_SLUG = re.compile(r"[a-z0-9_]+")
@@ -592,14 +594,48 @@ def _doomed_invoices(license_ids: sa.Select[str], *owned: sa.ColumnElement[bool]
 async def _delete_licenses_and_invoices(
     session: AsyncSession, license_ids: sa.Select[str], invoice_ids: sa.Select[str]
 ) -> dict[str, int]:
-    """Machines, validation history, licenses and invoices, in an order no key refuses.
+    """Everything that hangs off doomed licenses and invoices, in an order no key refuses.
 
-    A license that is kept (for example one moved to another tier) but was bought with a
-    deleted invoice loses that reference instead of blocking the delete.
+    A row that is kept but points at a deleted one loses that reference instead of
+    blocking the delete: a license bought with a deleted invoice, a subscription whose
+    open renewal invoice is deleted.
     """
     machines = await _delete(session, sa.delete(Machine).where(Machine.license_id.in_(license_ids)))
     await _delete(
         session, sa.delete(ValidationLog).where(ValidationLog.license_id.in_(license_ids))
+    )
+    doomed_subscriptions = sa.select(Subscription.id).where(
+        Subscription.license_id.in_(license_ids)
+    )
+    await _delete(
+        session,
+        sa.delete(SubscriptionCycle).where(
+            sa.or_(
+                SubscriptionCycle.subscription_id.in_(doomed_subscriptions),
+                SubscriptionCycle.invoice_id.in_(invoice_ids),
+            )
+        ),
+    )
+    await _delete(
+        session,
+        sa.delete(TierChange).where(
+            sa.or_(TierChange.license_id.in_(license_ids), TierChange.invoice_id.in_(invoice_ids))
+        ),
+    )
+    redemptions = await _delete(
+        session,
+        sa.delete(DiscountRedemption).where(
+            sa.or_(
+                DiscountRedemption.invoice_id.in_(invoice_ids),
+                DiscountRedemption.license_id.in_(license_ids),
+            )
+        ),
+    )
+    await session.execute(
+        sa.update(Subscription)
+        .where(Subscription.open_invoice_id.in_(invoice_ids))
+        .values(open_invoice_id=None, updated_at=now()),
+        execution_options={"synchronize_session": False},
     )
     await session.execute(
         sa.update(License)
@@ -608,14 +644,16 @@ async def _delete_licenses_and_invoices(
         execution_options={"synchronize_session": False},
     )
     invoices = await _delete(session, sa.delete(Invoice).where(Invoice.id.in_(invoice_ids)))
+    subscriptions = await _delete(
+        session, sa.delete(Subscription).where(Subscription.license_id.in_(license_ids))
+    )
     licenses = await _delete(session, sa.delete(License).where(License.id.in_(license_ids)))
     return {
         "cascaded_licenses": licenses,
         "cascaded_invoices": invoices,
         "cascaded_machines": machines,
-        # Redemptions and subscriptions arrive with their tables; none can exist yet.
-        "cascaded_redemptions": 0,
-        "cascaded_subscriptions": 0,
+        "cascaded_redemptions": redemptions,
+        "cascaded_subscriptions": subscriptions,
     }
 
 
@@ -649,6 +687,15 @@ async def delete_product(
             license_ids,
             _doomed_invoices(license_ids, Invoice.product_id == product.id),
         )
+    product_codes = sa.select(DiscountCode.id).where(
+        DiscountCode.applies_to_product_id == product.id
+    )
+    counts["cascaded_redemptions"] += await _delete(
+        session, sa.delete(DiscountRedemption).where(DiscountRedemption.code_id.in_(product_codes))
+    )
+    codes = await _delete(
+        session, sa.delete(DiscountCode).where(DiscountCode.applies_to_product_id == product.id)
+    )
     policies = await _delete(session, sa.delete(Policy).where(Policy.product_id == product.id))
     await _delete(session, sa.delete(Product).where(Product.id == product.id))
     result: dict[str, Any] = {
@@ -656,8 +703,7 @@ async def delete_product(
         "deleted": product.slug,
         "force": force,
         "cascaded_policies": policies,
-        # Discount codes scoped to the product arrive with their table; none can exist yet.
-        "cascaded_codes": 0,
+        "cascaded_codes": codes,
         **counts,
     }
     details = {key: value for key, value in result.items() if key not in ("ok", "deleted")}
@@ -890,6 +936,23 @@ async def set_policy_tip(session: AsyncSession, actor: Actor, raw_id: str, body:
     return policy
 
 
+async def _narrow_codes(session: AsyncSession, policy: Policy) -> int:
+    """Codes scoped to a deleted tier lose it, never widening: a code left with no tier
+    in scope is switched off instead of applying to the whole product."""
+    disabled = 0
+    query = sa.select(DiscountCode).where(DiscountCode.applies_to_product_id == policy.product_id)
+    for code in (await session.execute(query)).scalars():
+        scope = list(code.applies_to_policy_ids or [])
+        if policy.id not in scope:
+            continue
+        code.applies_to_policy_ids = [item for item in scope if item != policy.id]
+        code.updated_at = now()
+        if not code.applies_to_policy_ids:
+            disabled += int(code.active)
+            code.active = False
+    return disabled
+
+
 async def delete_policy(
     session: AsyncSession, actor: Actor, raw_id: str, force: bool
 ) -> dict[str, Any]:
@@ -907,26 +970,43 @@ async def delete_policy(
                 Invoice.policy_id == policy.id, Invoice.status == "settled"
             ),
         )
-        # Subscriptions arrive with their table; none can be active yet.
-        live_subscriptions = 0
+        live_subscriptions = await _count(
+            session,
+            sa.select(sa.func.count()).where(
+                Subscription.policy_id == policy.id, Subscription.status.in_(LIVE_SUBSCRIPTION)
+            ),
+        )
         if live_licenses or settled_invoices or live_subscriptions:
             raise conflict(
                 f"policy '{policy.slug}' has {live_licenses} unrevoked license(s), "
                 f"{settled_invoices} settled invoice(s) and {live_subscriptions} active "
                 "subscription(s); archive it, revoke its licenses, or delete with ?force=true"
             )
-    license_ids = sa.select(License.id).where(License.policy_id == policy.id)
+    license_ids = sa.select(License.id).where(
+        sa.or_(
+            License.policy_id == policy.id,
+            License.id.in_(
+                sa.select(Subscription.license_id).where(Subscription.policy_id == policy.id)
+            ),
+        )
+    )
+    await _delete(
+        session,
+        sa.delete(TierChange).where(
+            sa.or_(TierChange.from_policy_id == policy.id, TierChange.to_policy_id == policy.id)
+        ),
+    )
     counts = await _delete_licenses_and_invoices(
         session, license_ids, _doomed_invoices(license_ids, Invoice.policy_id == policy.id)
     )
+    disabled = await _narrow_codes(session, policy)
     await _delete(session, sa.delete(Policy).where(Policy.id == policy.id))
     result: dict[str, Any] = {
         "ok": True,
         "deleted": policy.slug,
         "force": force,
         **counts,
-        # Narrowing discount codes scoped to the policy arrives with their table.
-        "disabled_codes": 0,
+        "disabled_codes": disabled,
     }
     details = {key: value for key, value in result.items() if key not in ("ok", "deleted")}
     record_audit(

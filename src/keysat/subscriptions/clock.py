@@ -8,10 +8,12 @@ import contextlib
 import logging
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keysat.clock import clock, now
 from keysat.db import Database
+from keysat.operator.models import Setting
 from keysat.operator.service import get_setting, put_setting
 from keysat.wire import format_ts
 
@@ -21,6 +23,10 @@ OFFSET_SETTING = "sandbox_clock_offset_seconds"
 REFRESH_SECONDS = 1.0
 MAX_SECONDS = 31_622_400
 MAX_DAYS = 366
+
+
+def parse_offset(stored: str | None) -> int:
+    return int(stored) if stored and stored.lstrip("-").isdigit() else 0
 
 
 def clock_json() -> dict[str, Any]:
@@ -43,7 +49,14 @@ class SandboxClock:
             return
         async with self._db.read() as session:
             stored = await get_setting(session, OFFSET_SETTING)
-        clock.set_sandbox_offset(int(stored) if stored and stored.lstrip("-").isdigit() else 0)
+        clock.set_sandbox_offset(parse_offset(stored))
+
+    async def stored_offset(self, session: AsyncSession) -> int:
+        """The shared offset, locked for the caller's transaction, so advances from two
+        processes add up instead of overwriting each other."""
+        query = sa.select(Setting.value).where(Setting.key == OFFSET_SETTING).with_for_update()
+        stored = (await session.execute(query)).scalar_one_or_none()
+        return parse_offset(stored)
 
     async def move(self, session: AsyncSession, offset_seconds: int) -> None:
         await put_setting(session, OFFSET_SETTING, str(offset_seconds))

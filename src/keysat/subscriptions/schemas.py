@@ -84,6 +84,9 @@ class ChangeTierResponse(BaseModel):
     from_policy_slug: str
     to_policy_slug: str
     license_key: str | None = None
+    effective_at: str | None = Field(
+        default=None, description="comp only: when the change applies (now, or the renewal)"
+    )
     invoice_id: str | None = None
     provider_invoice_id: str | None = None
     checkout_url: str | None = None

@@ -34,7 +34,7 @@ from keysat.subscriptions.service import (
     new_tier_change,
     quote_change,
 )
-from keysat.wire import new_id
+from keysat.wire import format_ts, new_id
 
 SELF_LICENSE_REFUSAL = (
     "this is the server's own self-license; re-issue the key with the new tier on the "
@@ -178,18 +178,25 @@ class TierChanges:
         }
 
     async def _comp(self, actor: Actor, quote: TierQuote, reason: str | None) -> dict[str, Any]:
+        """Applied at once, except a downgrade of a live subscription to another recurring
+        tier: the buyer keeps what they paid for, and the renewal worker applies it at the
+        renewal boundary."""
+        scheduled_for = quote.proration.effective_at
         async with self._db.write() as session:
             change = new_tier_change(quote, "admin", None, reason)
+            if scheduled_for is not None:
+                change.effective_at = scheduled_for
             session.add(change)
             await session.flush()
-            await apply_tier_change(
-                session,
-                change,
-                paid_by=None,
-                event_actor="admin",
-                applied_via="admin",
-                cancel_actor=actor,
-            )
+            if scheduled_for is None:
+                await apply_tier_change(
+                    session,
+                    change,
+                    paid_by=None,
+                    event_actor="admin",
+                    applied_via="admin",
+                    cancel_actor=actor,
+                )
             record_audit(
                 session,
                 actor,
@@ -204,6 +211,7 @@ class TierChanges:
                     "direction": quote.proration.direction,
                     "reason": reason,
                     "skip_payment": True,
+                    "effective_at": format_ts(change.effective_at),
                 },
             )
             row = await session.get(License, quote.license.id)
@@ -211,13 +219,14 @@ class TierChanges:
             key = license_key(row, await self._issuer_keys.current(session))
         return {
             "ok": True,
-            "applied": True,
+            "applied": scheduled_for is None,
             "license_id": quote.license.id,
             "tier_change_id": change.id,
             "skip_payment": True,
             "from_policy_slug": quote.current.slug,
             "to_policy_slug": quote.target.slug,
             "license_key": key,
+            "effective_at": format_ts(change.effective_at),
         }
 
     async def _provider(self, quote: TierQuote) -> Provider:

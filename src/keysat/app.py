@@ -60,6 +60,7 @@ from keysat.subscriptions.routes import admin_router as subscriptions_admin_rout
 from keysat.subscriptions.routes import public_router as subscriptions_public_router
 from keysat.subscriptions.upgrades import TierChanges
 from keysat.web.pages import router as pages_router
+from keysat.web.routes import router as buyer_pages_router
 from keysat.webhooks.jobs import webhook_jobs
 from keysat.webhooks.routes import admin_router as webhooks_admin_router
 from keysat.wire import BODY_MODEL_ATTR
@@ -82,6 +83,7 @@ ROUTERS = (
     subscriptions_admin_router,
     webhooks_admin_router,
     pages_router,
+    buyer_pages_router,
 )
 
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"

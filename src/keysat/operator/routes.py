@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from keysat import __version__
 from keysat.access.actor import Actor
@@ -11,13 +11,20 @@ from keysat.access.routes import require_master, require_scope
 from keysat.operator import schemas
 from keysat.operator.service import effective_operator_name, list_audit, record_audit
 from keysat.state import app_state
+from keysat.web.format import prefers_html
+from keysat.web.routes import home_page
 from keysat.wire import query_int, respond
 
 router = APIRouter()
 
 
 @router.get("/", response_model=schemas.ServiceInfo)
-async def service_info(request: Request) -> JSONResponse:
+async def service_info(request: Request) -> Response:
+    """The JSON service info; browsers, which prefer HTML, get the home page (web.md 5)."""
+    if prefers_html(request.headers.get("accept")):
+        page = await home_page(request)
+        page.headers["Vary"] = "Accept"
+        return page
     state = app_state(request)
     async with state.db.read() as session:
         key = await state.issuer_keys.current(session)

@@ -15,13 +15,15 @@ from keysat.billing.models import Invoice
 from keysat.billing.pricing import sats_to_btc_string
 from keysat.catalog.models import Policy, Product
 from keysat.errors import ApiError, conflict, not_found
-from keysat.operator.service import effective_operator_name, record_audit
+from keysat.operator.service import record_audit
 from keysat.payments import connect, schemas
 from keysat.payments.models import SandboxInvoice
 from keysat.payments.sandbox import apply_action, get_sandbox_invoice
 from keysat.payments.webhooks import handle_btcpay, handle_zaprite
 from keysat.settings import normalize_origin
 from keysat.state import AppState, app_state
+from keysat.web.buyer import checkout_extras
+from keysat.web.format import format_date_time
 from keysat.web.pages import message_page, render
 from keysat.wire import format_ts, json_body, normalize_id, read_body, respond
 
@@ -341,7 +343,9 @@ async def _checkout_context(state: AppState, row: SandboxInvoice) -> dict[str, A
         policy = (
             await session.get(Policy, invoice.policy_id) if invoice and invoice.policy_id else None
         )
-        seller = await effective_operator_name(session, state.settings.operator_name)
+        chrome, brand, listed, discount = await checkout_extras(
+            session, state.settings.operator_name, invoice
+        )
     item = product.name if product else "Sandbox invoice"
     if policy is not None:
         item = f"{item} — {policy.name}"
@@ -349,14 +353,6 @@ async def _checkout_context(state: AppState, row: SandboxInvoice) -> dict[str, A
         item = f"Renewal of {item}"
     elif invoice is not None and invoice.kind == "tier_change":
         item = f"Upgrade to {item}"
-    listed = None
-    if invoice is not None and invoice.listed_currency and invoice.listed_value is not None:
-        listed = f"{invoice.listed_value / 100:.2f} {invoice.listed_currency}"
-    discount = (
-        f"{invoice.discount_applied_sats} sats off"
-        if invoice is not None and invoice.discount_applied_sats
-        else None
-    )
     labels = {
         "new": "Awaiting payment",
         "settled": "Paid",
@@ -364,7 +360,8 @@ async def _checkout_context(state: AppState, row: SandboxInvoice) -> dict[str, A
         "invalid": "Invalid",
     }
     return {
-        "seller": seller or "Keysat",
+        "chrome": chrome,
+        "brand": brand,
         "item": item,
         "amount_sats": f"{row.amount_value:,}",
         "amount_btc": sats_to_btc_string(row.amount_value),
@@ -373,6 +370,7 @@ async def _checkout_context(state: AppState, row: SandboxInvoice) -> dict[str, A
         "status": row.status,
         "status_label": labels[row.status],
         "expires_at": format_ts(row.expires_at),
+        "expires_text": format_date_time(row.expires_at),
         "invoice_ref": row.external_order_id,
         "sandbox_id": row.id,
         "buyer_email": row.buyer_email,
@@ -391,7 +389,8 @@ async def sandbox_checkout(request: Request, sandbox_id: str) -> HTMLResponse:
             row = await get_sandbox_invoice(session, sandbox_id)
     if row is None:
         return message_page(request, "Not found", "There is no such sandbox invoice.", status=404)
-    return render(request, "sandbox_checkout.html", await _checkout_context(state, row))
+    context = await _checkout_context(state, row)
+    return render(request, "sandbox_checkout.html", context, brand=context["brand"])
 
 
 @public_router.post("/sandbox/checkout/{sandbox_id}/{action}", response_model=None)

@@ -107,7 +107,12 @@ class WebhookReceiver:
         self._arrived = threading.Condition(self._lock)
         self._released = threading.Event()
         self._deliveries: list[Delivery] = []
-        self._server = ThreadedServer(self._app)
+
+        # A plain coroutine function: uvicorn would take a bound method for ASGI 2.
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await self._handle(scope, receive, send)
+
+        self._server = ThreadedServer(app)
         self.url = self._server.url + "/hooks"
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -162,7 +167,7 @@ class WebhookReceiver:
 
     # --- the app ----------------------------------------------------------------------------
 
-    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         body = await request.body()
         headers = {key.lower(): value for key, value in request.headers.items()}

@@ -71,7 +71,8 @@ def pin_key(currency: str) -> str:
 
 
 def parse_units_per_btc(value: Any) -> Decimal | None:
-    """A pin value: a positive decimal string or JSON number."""
+    """A pin value: a positive decimal string or JSON number. A value so small that it rounds
+    to 0 in the invoice encoding (below 0.00005) is as unusable as 0: nothing converts at it."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | Decimal):
@@ -82,7 +83,7 @@ def parse_units_per_btc(value: Any) -> Decimal | None:
         number = parse_decimal(value)
     else:
         return None
-    return number if number is not None and number > 0 else None
+    return number if number is not None and number > 0 and centibps_of(number) > 0 else None
 
 
 class RateService:

@@ -173,7 +173,15 @@ async def btcpay_callback(
         state = await session.get(BTCPayAuthorizeState, state_token)
         if state is None:
             raise unauthorized()
-        await session.delete(state)
+        # A conditional delete, so that of two concurrent callbacks with one state only
+        # one consumes it (on PostgreSQL both may have read the row).
+        consumed = await session.execute(
+            sa.delete(BTCPayAuthorizeState)
+            .where(BTCPayAuthorizeState.state_token == state_token)
+            .execution_options(synchronize_session=False)
+        )
+        if consumed.rowcount != 1:  # type: ignore[attr-defined]
+            raise unauthorized()
         expired = clock.real_now() - state.created_at > STATE_LIFETIME
     if expired:
         raise unauthorized()
@@ -241,6 +249,13 @@ async def btcpay_callback(
                 updated_at=at,
             )
         )
+        try:
+            await session.flush()
+        except sa.exc.IntegrityError:
+            # A concurrent connect of the same profile committed first (PostgreSQL).
+            raise conflict(
+                f"merchant profile '{profile.name}' already has a BTCPay provider"
+            ) from None
         action = (
             "payment_provider.connect_scoped"
             if state.scoped_initiator
@@ -267,26 +282,29 @@ async def seed_btcpay_from_environment(db: Database, settings: Settings) -> None
     seed = settings.btcpay
     if not seed.seed_complete:
         return
-    async with db.write() as session:
-        profile = await default_profile(session)
-        if await provider_of_kind(session, profile.id, "btcpay") is not None:
-            return
-        at = now()
-        session.add(
-            PaymentProvider(
-                id=new_id(),
-                merchant_profile_id=profile.id,
-                kind="btcpay",
-                label=f"BTCPay — {profile.name}",
-                api_key=seed.api_key,
-                base_url=seed.url,
-                store_id=seed.store_id,
-                webhook_secret=seed.webhook_secret,
-                network="unknown",
-                connected_at=at,
-                updated_at=at,
+    try:
+        async with db.write() as session:
+            profile = await default_profile(session)
+            if await provider_of_kind(session, profile.id, "btcpay") is not None:
+                return
+            at = now()
+            session.add(
+                PaymentProvider(
+                    id=new_id(),
+                    merchant_profile_id=profile.id,
+                    kind="btcpay",
+                    label=f"BTCPay — {profile.name}",
+                    api_key=seed.api_key,
+                    base_url=seed.url,
+                    store_id=seed.store_id,
+                    webhook_secret=seed.webhook_secret,
+                    network="unknown",
+                    connected_at=at,
+                    updated_at=at,
+                )
             )
-        )
+    except sa.exc.IntegrityError:
+        return  # another process on this database seeded it at the same moment
     log.info("BTCPay store %s connected from the BTCPAY_* environment", seed.store_id)
 
 
@@ -401,9 +419,10 @@ async def zaprite_connect(
         raise bad_request("base_url must start with http:// or https://")
     async with db.read() as session:
         profile = await profile_or_404(session, profile_id)
+        # The label is part of the body checks, which come before the 409 (admin-api.md 11.4).
+        chosen_label = clean_label(label, f"Zaprite — {profile.name}")
         if await provider_of_kind(session, profile.id, "zaprite") is not None:
             raise conflict(f"merchant profile '{profile.name}' already has a Zaprite provider")
-    chosen_label = clean_label(label, f"Zaprite — {profile.name}")
     try:
         await ZapriteClient(providers.http, base, key).ping()
     except UpstreamError as exc:

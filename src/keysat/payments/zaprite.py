@@ -116,7 +116,7 @@ def _amount(amount: Any, currency: Any) -> Money | None:
 
 def contact_id_of(order: dict[str, Any]) -> str | None:
     contact = order.get("contact")
-    if isinstance(contact, dict) and isinstance(contact.get("id"), str):
+    if isinstance(contact, dict) and isinstance(contact.get("id"), str) and contact["id"]:
         return str(contact["id"])
     value = order.get("contactId")
     return value if isinstance(value, str) and value else None
@@ -124,7 +124,8 @@ def contact_id_of(order: dict[str, Any]) -> str | None:
 
 def saved_profile_for(contact: dict[str, Any], external_order_id: str) -> dict[str, Any] | None:
     """The payment profile saved while paying our invoice, with its expiry parsed."""
-    for profile in contact.get("paymentProfiles") or []:
+    profiles = contact.get("paymentProfiles")
+    for profile in profiles if isinstance(profiles, list) else []:
         if not isinstance(profile, dict) or not isinstance(profile.get("id"), str):
             continue
         source = profile.get("sourceOrder")

@@ -20,6 +20,7 @@ import hmac
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -156,12 +157,18 @@ class WebhookReceiver:
 
     def wait_for(self, count: int, timeout: float = WAIT_SECONDS) -> list[Delivery]:
         """Block until `count` requests have arrived (for requests still being answered)."""
+        return self.wait_until(lambda received: len(received) >= count, timeout)
+
+    def wait_until(
+        self, condition: Callable[[list[Delivery]], bool], timeout: float = WAIT_SECONDS
+    ) -> list[Delivery]:
+        """Block until what has arrived satisfies `condition` (a server working on its own)."""
         deadline = time.monotonic() + timeout
         with self._arrived:
-            while len(self._deliveries) < count:
+            while not condition(self._deliveries):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(f"{len(self._deliveries)} of {count} requests arrived")
+                    raise TimeoutError(f"after {len(self._deliveries)} requests")
                 self._arrived.wait(remaining)
             return list(self._deliveries)
 

@@ -629,7 +629,7 @@ async def test_checkout_page_shows_the_invoice_and_its_buttons(sandbox) -> None:
     assert "50,000 sats" in html and "0.00050000 BTC" in html
     assert "Simulate payment" in html and "Let it expire" in html
     assert page.headers["content-security-policy"].startswith("default-src 'none'")
-    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["referrer-policy"] == "same-origin"
     assert page.headers["cache-control"] == "no-store"
 
 

@@ -30,6 +30,10 @@ from keysat.wire import format_ts, json_body, normalize_id, read_body, respond
 public_router = APIRouter()
 admin_router = APIRouter()
 
+# The checkout's buttons are refused without our Origin, and browsers send `Origin: null`
+# from a no-referrer page; same-origin still sends nothing to any other site.
+SANDBOX_REFERRER_POLICY = "same-origin"
+
 
 # --- inbound webhooks ---------------------------------------------------------------------
 
@@ -390,7 +394,13 @@ async def sandbox_checkout(request: Request, sandbox_id: str) -> HTMLResponse:
     if row is None:
         return message_page(request, "Not found", "There is no such sandbox invoice.", status=404)
     context = await _checkout_context(state, row)
-    return render(request, "sandbox_checkout.html", context, brand=context["brand"])
+    return render(
+        request,
+        "sandbox_checkout.html",
+        context,
+        brand=context["brand"],
+        referrer_policy=SANDBOX_REFERRER_POLICY,
+    )
 
 
 @public_router.post("/sandbox/checkout/{sandbox_id}/{action}", response_model=None)

@@ -109,10 +109,13 @@ def render(
     status: int = 200,
     private: bool = True,
     brand: Brand | None = None,
+    referrer_policy: str | None = None,
 ) -> HTMLResponse:
     """A page with the headers of web.md 3.5. `private` pages (they show an invoice or a
     key) are never cached and send no referrer. A `brand` other than the default colour
-    reaches the page through one nonce-protected style block (web.md 6.10)."""
+    reaches the page through one nonce-protected style block (web.md 6.10). A page whose
+    forms are checked for our Origin names its own `referrer_policy`: under no-referrer a
+    browser sends `Origin: null` even to its own origin."""
     settings = request.app.state.keysat.settings
     csp = CSP
     nonce = None
@@ -126,7 +129,7 @@ def render(
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    response.headers["Referrer-Policy"] = (
+    response.headers["Referrer-Policy"] = referrer_policy or (
         "no-referrer" if private else "strict-origin-when-cross-origin"
     )
     response.headers["Cache-Control"] = "no-store" if private else "no-cache"

@@ -359,6 +359,14 @@
       }
       if (page.code.value.trim() !== page.prefilled) page.prefilled = null;
     });
+    Array.prototype.forEach.call(page.form.querySelectorAll("[data-tier-card]"), function (card) {
+      card.addEventListener("click", function (event) {
+        var radio = card.querySelector(".tier-radio");
+        if (radio.checked || event.target.closest("label, input, a")) return;
+        radio.checked = true;
+        radio.dispatchEvent(new Event("change", { bubbles: true }));
+      });
+    });
     page.form.addEventListener("change", function (event) {
       if (event.target.name === "policy_slug") onTierChange(page);
     });

@@ -171,6 +171,7 @@
         var text = target.textContent.trim();
         function copied() {
           label.textContent = "Copied";
+          status.classList.add("visually-hidden");
           status.textContent = "Copied";
           window.clearTimeout(reset);
           reset = window.setTimeout(function () {
@@ -184,6 +185,7 @@
           var selection = window.getSelection();
           selection.removeAllRanges();
           selection.addRange(range);
+          status.classList.remove("visually-hidden");
           status.textContent = "Selected: press Ctrl+C (\u2318C on a Mac) to copy";
         }
         if (navigator.clipboard && window.isSecureContext) {

@@ -1,7 +1,9 @@
 """`make test`: lint, types, then the whole suite on SQLite and again on PostgreSQL.
 
-Legs that cannot run on this machine are named with the reason; under CI (CI=true) a
-missing PostgreSQL is a failure, never a skip.
+The browser tests (Playwright driving Debian's Chromium) run in the SQLite leg only: they
+exercise pages, not the database, and a second run would only double their time. Legs that
+cannot run on this machine are named with the reason; under CI (CI=true) a missing
+PostgreSQL or a missing Chromium is a failure, never a skip.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PG_URL = os.environ.get("KEYSAT_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+CHROMIUM = Path("/usr/bin/chromium")
+NOT_BROWSER = ["-m", "not browser"]
 
 
 def run(title: str, command: list[str], env: dict[str, str] | None = None) -> bool:
@@ -32,11 +36,13 @@ def postgres_reachable() -> bool:
         return False
 
 
-def pytest_leg(title: str, extra_env: dict[str, str], totals: dict[str, int]) -> bool:
+def pytest_leg(
+    title: str, extra_env: dict[str, str], totals: dict[str, int], options: list[str]
+) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.xml"
         env = {**os.environ, **extra_env}
-        ok = run(title, [str(BIN / "pytest"), "-q", f"--junitxml={report}"], env)
+        ok = run(title, [str(BIN / "pytest"), "-q", f"--junitxml={report}", *options], env)
         if report.exists():
             suite = ET.parse(report).getroot()  # noqa: S314
             node = suite if suite.tag == "testsuite" else suite[0]
@@ -56,7 +62,7 @@ def pytest_leg(title: str, extra_env: dict[str, str], totals: dict[str, int]) ->
 def main() -> int:
     in_ci = os.environ.get("CI", "").lower() == "true"
     results: dict[str, bool] = {}
-    skipped_legs: list[str] = []
+    notes: list[str] = []
     totals = {"passed": 0, "failed": 0, "skipped": 0}
 
     results["ruff"] = run("ruff", [str(BIN / "ruff"), "check", "src", "tests", "bench", "tools"])
@@ -64,22 +70,35 @@ def main() -> int:
         "ruff format", [str(BIN / "ruff"), "format", "--check", "src", "tests", "bench", "tools"]
     )
     results["mypy"] = run("mypy", [str(BIN / "mypy")])
-    results["sqlite"] = pytest_leg("pytest on SQLite", {}, totals)
+    browser_options: list[str] = []
+    if CHROMIUM.exists():
+        notes.append("browser tests: run in the SQLite leg only")
+    elif in_ci:
+        print(f"\nBrowser tests: {CHROMIUM} not found, and CI never skips them.")
+        results["browser"] = False
+        browser_options = NOT_BROWSER
+    else:
+        notes.append(f"browser leg skipped: {CHROMIUM} not found")
+        browser_options = NOT_BROWSER
+    results["sqlite"] = pytest_leg("pytest on SQLite", {}, totals, browser_options)
 
     if postgres_reachable():
         results["postgresql"] = pytest_leg(
-            "pytest on PostgreSQL", {"KEYSAT_TEST_DATABASE_URL": PG_URL}, totals
+            "pytest on PostgreSQL (without the browser tests)",
+            {"KEYSAT_TEST_DATABASE_URL": PG_URL},
+            totals,
+            NOT_BROWSER,
         )
     elif in_ci:
         print("\nPostgreSQL leg: no server on 127.0.0.1:5432, and CI never skips it.")
         results["postgresql"] = False
     else:
-        skipped_legs.append("PostgreSQL leg skipped: no server answers on 127.0.0.1:5432")
+        notes.append("PostgreSQL leg skipped: no server answers on 127.0.0.1:5432")
 
     print("\n=== summary ===")
     for name, ok in results.items():
         print(f"{name}: {'ok' if ok else 'FAILED'}")
-    for line in skipped_legs:
+    for line in notes:
         print(line)
     print(f"{totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped")
     return 0 if all(results.values()) else 1

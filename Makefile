@@ -17,7 +17,7 @@ run: $(STAMP)
 	KEYSAT_ENV=$${KEYSAT_ENV:-development} \
 	KEYSAT_BIND=$${KEYSAT_BIND:-127.0.0.1:8080} \
 	KEYSAT_DATA_DIR=$${KEYSAT_DATA_DIR:-./data} \
-	$(BIN)/keysat serve
+	$(BIN)/keysat serve --demo
 
 test: $(STAMP)
 	$(BIN)/python tools/run_tests.py

@@ -17,11 +17,13 @@ from keysat.app import build_state, create_app, prepare
 from keysat.db import MigrationError
 from keysat.keys import KeyFileError
 from keysat.settings import ADMIN_KEY_MIN_LENGTH, Settings, SettingsError, load_settings
+from keysat.web.demo import DEMO_SLUG, seed_demo_shop, shop_slugs
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Keysat licensing server.")
 log = logging.getLogger("keysat")
 
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+SHOWN_BUY_PAGES = 5
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -79,17 +81,25 @@ def load_or_exit() -> Settings:
 
 
 @cli.command()
-def serve() -> None:
+def serve(
+    demo: bool = typer.Option(
+        False, "--demo", help="In sandbox mode, add a demo product when the catalog is empty."
+    ),
+) -> None:
     """Run the HTTP server and the background workers."""
     settings = load_or_exit()
     configure_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     admin_key, generated = resolve_admin_key(settings)
     state = build_state(settings, admin_key)
+    shop: list[str] = []
 
     async def start() -> None:
         try:
             await prepare(state)
+            if demo and await seed_demo_shop(state):
+                log.info("added the demo product '%s' to the empty catalog", DEMO_SLUG)
+            shop.extend(await shop_slugs(state))
         finally:
             await state.db.dispose()
 
@@ -113,8 +123,14 @@ def serve() -> None:
             err=True,
         )
     mode = "development (sandbox mode)" if settings.sandbox_mode else settings.env
+    pages = settings.public_url
+    buy_lines = "".join(f"  Buy page:   {pages}/buy/{slug}\n" for slug in shop[:SHOWN_BUY_PAGES])
+    if not shop:
+        buy_lines = "  Buy pages:  none yet: add a product (README, Walk-through with curl)\n"
     typer.echo(
         f"Keysat {__version__} ({mode}) listening on {base}\n"
+        f"  Home page:  {pages}/  (open it in a browser)\n"
+        f"{buy_lines}"
         f"  API:        {base}/\n"
         f"  Public key: {base}/v1/pubkey\n"
         f"  Admin API:  {base}/v1/admin/  (Authorization: Bearer <admin key>)\n"

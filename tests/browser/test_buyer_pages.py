@@ -443,3 +443,45 @@ def test_hostile_names_and_parameters_stay_text(
     page.goto("/")
     expect(page.get_by_role("heading", name=re.compile("^Evil"))).to_have_count(1)
     shoot(page, "home")
+
+
+# --- subscriptions ------------------------------------------------------------------------------
+
+
+def test_an_upgrade_paid_in_the_sandbox_shows_its_own_receipt(
+    keysat: KeysatServer, browse: Browse, shoot: Shoot
+) -> None:
+    slug = f"plans-{uuid.uuid4().hex[:6]}"
+    keysat.create_product(slug, name="Plans App", price_sats=10_000)
+    keysat.create_policy(
+        slug, "basic", name="Basic", is_recurring=True, renewal_period_days=30, tier_rank=1
+    )
+    keysat.create_policy(
+        slug,
+        "plus",
+        name="Plus",
+        is_recurring=True,
+        renewal_period_days=30,
+        tier_rank=2,
+        price_sats_override=30_000,
+        entitlements=["priority"],
+    )
+    bought = start(keysat, slug, policy_slug="basic")
+    keysat.admin_post(f"/v1/admin/sandbox/invoices/{bought['invoice_id']}/pay")
+    page = browse.page()
+    page.goto(f"/thank-you?invoice_id={bought['invoice_id']}")
+    expect(page.locator(".note-line")).to_contain_text("Renews monthly; next renewal")
+    shoot(page, "thank-you-subscription")
+    old_key = key_on(page)
+    upgrade = keysat.admin.post(
+        "/v1/upgrade", json={"license_key": old_key, "target_policy_slug": "plus"}
+    )
+    assert upgrade.status_code == 200, upgrade.text
+    page.goto(upgrade.json()["checkout_url"])
+    expect(page.locator("h1")).to_have_text("Upgrade to Plans App — Plus")
+    page.get_by_role("button", name="Simulate payment").click()
+    page.wait_for_url(re.compile(r"/thank-you\?invoice_id="))
+    expect(page.locator("h1")).to_have_text("Upgrade applied: you're now on Plus.")
+    expect(page.locator(".note-line").first).to_contain_text("replace your old key")
+    assert key_on(page) != old_key
+    shoot(page, "thank-you-upgrade")

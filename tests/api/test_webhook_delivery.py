@@ -28,6 +28,7 @@ from keysat import __version__
 from keysat.clock import clock
 from keysat.webhooks.jobs import DeliveryWorker
 from keysat.webhooks.models import WebhookDelivery, WebhookEvent
+from keysat.webhooks.service import record_event
 from support import (
     audit_rows,
     create_policy,
@@ -39,6 +40,25 @@ from support import (
 
 ENDPOINTS = "/v1/admin/webhook-endpoints"
 DELIVERIES = "/v1/admin/webhook-deliveries"
+# webhooks.md 3: the sixteen names, whichever domain records them.
+CATALOGUE = (
+    "product.created",
+    "license.issued",
+    "license.revoked",
+    "license.suspended",
+    "license.unsuspended",
+    "license.tier_changed",
+    "machine.activated",
+    "machine.deactivated",
+    "code.redeemed",
+    "subscription.renewal_pending",
+    "subscription.renewal_skipped",
+    "subscription.auto_charge_initiated",
+    "subscription.auto_charge_failed",
+    "subscription.renewed",
+    "subscription.lapsed",
+    "subscription.cancelled",
+)
 EMITTED_TODAY = {
     "product.created",
     "license.issued",
@@ -205,6 +225,29 @@ async def test_every_event_of_the_existing_code_paths_arrives_signed(
     [redeemed] = by_type["code.redeemed"]
     assert (redeemed["code"], redeemed["invoice_id"]) == ("HOOKED", discounted["invoice_id"])
     assert await listed(sandbox, "delivered") != [] and await listed(sandbox, "pending") == []
+
+
+async def test_any_recorded_event_is_delivered_without_help_from_its_domain(
+    make_server: Any,
+) -> None:
+    """Every name of the catalogue, recorded the one way every domain records events."""
+    server = await make_server()
+    with WebhookReceiver() as everything, WebhookReceiver() as renewals:
+        await subscribe(server, everything)
+        await subscribe(server, renewals, event_types=["subscription.renewed"])
+        for number, name in enumerate(CATALOGUE):
+            async with server.state.db.write() as session:
+                record_event(session, name, {"n": number, "note": "naïve ✓"})
+        await run_job(server)
+        got = everything.deliveries
+        assert sorted(item.headers["x-keysat-event"] for item in got) == sorted(CATALOGUE)
+        assert all(item.keysat_valid and item.standard_valid for item in got)
+        for item in got:
+            assert item.json()["event_type"] == item.headers["x-keysat-event"]
+            assert "naïve ✓".encode() in item.body  # UTF-8 as is, never \u escapes
+        [renewed] = renewals.deliveries
+        assert renewed.json()["data"]["n"] == CATALOGUE.index("subscription.renewed")
+        assert renewed.keysat_valid and renewed.standard_valid
 
 
 async def test_an_endpoint_gets_only_the_events_it_subscribed_to(

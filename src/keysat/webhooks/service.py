@@ -77,9 +77,11 @@ def _dispatch_flushed_events(session: Session, _flush: UOWTransaction) -> None:
         return
     connection = session.connection()
     endpoints = connection.execute(
-        sa.select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
-            WebhookEndpoint.active.is_(True)
-        )
+        sa.select(WebhookEndpoint.id, WebhookEndpoint.event_types)
+        .where(WebhookEndpoint.active.is_(True))
+        # PostgreSQL: an endpoint deleted meanwhile must wait for this transaction rather
+        # than fail its foreign key, which would fail the caller's change.
+        .with_for_update(read=True, key_share=True)
     ).all()
     at = clock.real_now()
     rows = [

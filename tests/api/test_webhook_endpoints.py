@@ -4,6 +4,7 @@ the delivery log with its filters, redelivery, and the audit rows of each."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import timedelta
@@ -323,23 +324,19 @@ async def test_the_database_refuses_a_second_delivery_of_one_event(server: Any) 
             )
 
 
-async def test_raced_settlement_queues_one_license_issued_per_endpoint(sandbox: Any) -> None:
-    import asyncio
-
+async def test_raced_settlement_queues_one_license_issued_per_endpoint(make_server: Any) -> None:
     from support import purchase
 
-    first = await add_endpoint(sandbox)
-    second = await add_endpoint(sandbox, event_types=["license.issued"])
-    await create_product(sandbox, "acme", price_sats=1_000)
-    bought = await purchase(sandbox, "acme")
-    answers = await asyncio.gather(
-        *(
-            sandbox.admin_post(f"/v1/admin/sandbox/invoices/{bought['invoice_id']}/pay", {})
-            for _ in range(6)
-        )
-    )
+    one = await make_server(KEYSAT_SANDBOX_MODE="true")
+    two = await make_server(KEYSAT_SANDBOX_MODE="true")
+    first = await add_endpoint(one)
+    second = await add_endpoint(two, event_types=["license.issued"])
+    await create_product(one, "acme", price_sats=1_000)
+    bought = await purchase(two, "acme")
+    pay = f"/v1/admin/sandbox/invoices/{bought['invoice_id']}/pay"
+    answers = await asyncio.gather(*(server.admin_post(pay, {}) for server in [one, two] * 3))
     assert {answer.status_code for answer in answers} == {200}
-    issued = [row for row in await delivery_rows(sandbox) if row.event_type == "license.issued"]
+    issued = [row for row in await delivery_rows(one) if row.event_type == "license.issued"]
     assert sorted(row.endpoint_id for row in issued) == sorted([first["id"], second["id"]])
 
 

@@ -485,3 +485,41 @@ def test_an_upgrade_paid_in_the_sandbox_shows_its_own_receipt(
     expect(page.locator(".note-line").first).to_contain_text("replace your old key")
     assert key_on(page) != old_key
     shoot(page, "thank-you-upgrade")
+
+
+def test_the_receipt_slows_down_then_stops_and_can_start_again(
+    keysat: KeysatServer, browse: Browse, shoot: Shoot
+) -> None:
+    """web.md 7.2-7.3 on the page's own clock: 3 s, then 10 s, then 30 s, then a cutoff."""
+    slug = shop(keysat)
+    bought = start(keysat, slug, policy_slug="pro")
+    page = browse.page()
+    page.clock.install()
+    polls: list[str] = []
+    page.on(
+        "request",
+        lambda request: polls.append(request.url) if "/v1/purchase/" in request.url else None,
+    )
+    page.goto(f"/thank-you?invoice_id={bought['invoice_id']}")
+    status = page.locator("[data-status]")
+    expect(status).to_have_text("Waiting for your payment…")
+    with page.expect_request(re.compile(r"/v1/purchase/")):
+        page.clock.run_for(4_000)
+    page.clock.fast_forward("02:00")
+    page.clock.run_for(10_000)
+    expect(status).to_have_text(re.compile("^Still waiting. If you paid on-chain"))
+    page.clock.fast_forward("10:00")
+    page.clock.run_for(30_000)
+    expect(status).to_have_text(re.compile("^This is taking longer than usual."))
+    page.clock.fast_forward("20:00")
+    page.clock.run_for(60_000)
+    expect(status).to_have_text("Still waiting. Bookmark this page and refresh it later.")
+    again = page.get_by_role("button", name="Check again")
+    expect(again).to_be_visible()
+    shoot(page, "thank-you-cutoff")
+    stopped = len(polls)
+    page.clock.run_for(120_000)
+    assert len(polls) == stopped
+    keysat.admin_post(f"/v1/admin/sandbox/invoices/{bought['invoice_id']}/pay")
+    again.click()
+    expect(page.locator("h1")).to_have_text("Your license is ready.")

@@ -47,6 +47,7 @@ from keysat.licensing.machines import MachineEndpoints
 from keysat.licensing.routes import admin_router as licensing_admin_router
 from keysat.licensing.routes import public_router as licensing_public_router
 from keysat.licensing.validation import Validator
+from keysat.operator.profile_routes import router as merchant_profiles_router
 from keysat.operator.routes import router as operator_router
 from keysat.payments.connect import seed_btcpay_from_environment
 from keysat.payments.routes import admin_router as payments_admin_router
@@ -82,6 +83,7 @@ ROUTERS = (
     payments_admin_router,
     subscriptions_admin_router,
     webhooks_admin_router,
+    merchant_profiles_router,
     pages_router,
     buyer_pages_router,
 )

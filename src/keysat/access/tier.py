@@ -14,6 +14,7 @@ UPGRADE_URL = "https://licensing.keysat.xyz/buy/keysat?policy=pro"
 PRODUCT_CAP = 5
 POLICY_CAP_PER_PRODUCT = 5
 ACTIVE_CODE_CAP = 10
+MERCHANT_PROFILE_CAP = 1
 
 
 @dataclass(frozen=True)
@@ -84,4 +85,12 @@ def check_zaprite(tier: Tier) -> None:
         raise tier_cap(
             f"Zaprite payments need the Pro tier; your tier is {tier.name}. "
             "Upgrade to Pro to accept cards through Zaprite."
+        )
+
+
+def check_merchant_profile_cap(tier: Tier, profile_count: int) -> None:
+    if not tier.unlocks("unlimited_merchant_profiles") and profile_count >= MERCHANT_PROFILE_CAP:
+        raise tier_cap(
+            f"Your {tier.name} tier allows {MERCHANT_PROFILE_CAP} merchant profile. You have "
+            f"{profile_count}. Upgrade to Pro for unlimited merchant profiles."
         )

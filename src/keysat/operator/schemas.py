@@ -1,10 +1,15 @@
-"""Wire shapes of service information and the audit log."""
+"""Wire shapes of service information, the audit log, merchant profiles, settings, the tier
+and self-license, and db-info.
+
+Request models are validated strictly; PATCH models type every field `X | None = None` and
+the service reads `model_fields_set` to tell an omitted field from `null` (admin-api.md 0.4).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from keysat.operator.models import AuditEntry
 from keysat.wire import format_ts
@@ -66,3 +71,102 @@ def audit_entry_json(entry: AuditEntry) -> dict[str, Any]:
         "details": entry.details,
         "occurred_at": format_ts(entry.occurred_at),
     }
+
+
+# --- merchant profiles (admin-api.md 12, 21.5) ---------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class ProfileCreate(_Body):
+    name: str
+    legal_name: str | None = None
+    support_url: str | None = None
+    support_email: str | None = None
+    brand_color: str | None = None
+    post_purchase_redirect_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from_address: str | None = None
+    smtp_from_name: str | None = None
+    smtp_use_starttls: bool | None = None
+
+
+class ProfilePatch(ProfileCreate):
+    name: str | None = None  # type: ignore[assignment]
+
+
+class RailPreferenceBody(_Body):
+    payment_provider_id: str
+
+
+class ProviderSummary(BaseModel):
+    id: str
+    kind: str
+    label: str
+    base_url: str
+    store_id: str | None
+    webhook_id: str | None
+    connected_at: str
+    served_rails: list[str]
+
+
+class ProfileOut(BaseModel):
+    id: str
+    name: str
+    legal_name: str | None
+    support_url: str | None
+    support_email: str | None
+    brand_color: str | None
+    post_purchase_redirect_url: str | None
+    is_default: bool
+    smtp_configured: bool
+    smtp_host: str | None
+    smtp_port: int | None
+    smtp_username: str | None
+    smtp_from_address: str | None
+    smtp_from_name: str | None
+    smtp_use_starttls: bool
+    created_at: str
+    updated_at: str
+
+
+class ProfileWithProviders(ProfileOut):
+    providers: list[ProviderSummary]
+
+
+class ProfileList(BaseModel):
+    profiles: list[ProfileWithProviders]
+
+
+class RailPreferenceOut(BaseModel):
+    rail: str
+    payment_provider_id: str
+
+
+class ProfileDetail(ProfileWithProviders):
+    rail_preferences: list[RailPreferenceOut]
+    product_count: int
+    active_subscription_count: int
+
+
+class ProfileDone(BaseModel):
+    ok: bool
+    id: str
+
+
+class RailPreferenceSet(BaseModel):
+    ok: bool
+    merchant_profile_id: str
+    rail: str
+    payment_provider_id: str
+
+
+class RailPreferenceCleared(BaseModel):
+    ok: bool
+    merchant_profile_id: str
+    rail: str

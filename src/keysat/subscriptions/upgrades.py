@@ -34,7 +34,7 @@ from keysat.subscriptions.service import (
     new_tier_change,
     quote_change,
 )
-from keysat.wire import format_ts, new_id
+from keysat.wire import format_ts, new_id, normalize_id
 
 SELF_LICENSE_REFUSAL = (
     "this is the server's own self-license; re-issue the key with the new tier on the "
@@ -134,7 +134,10 @@ class TierChanges:
         self_license_id: str | None,
     ) -> dict[str, Any]:
         """POST /v1/admin/licenses/{id}/change-tier (admin-api.md 5.9)."""
-        if self_license_id is not None and raw_license_id.strip().lower() == self_license_id:
+        # Every spelling of the id that the license lookup accepts (normalize_id) counts.
+        if self_license_id is not None and (
+            normalize_id(raw_license_id) or raw_license_id.strip().lower()
+        ) == (normalize_id(self_license_id) or self_license_id):
             raise bad_request(SELF_LICENSE_REFUSAL)
         async with self._db.read() as session:
             row = await license_for_change(session, raw_license_id)

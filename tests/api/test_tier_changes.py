@@ -1900,17 +1900,6 @@ async def test_change_tier_body_validation(shop_server: Any, body: dict[str, Any
     assert await count(server, TierChange) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A scheduled admin downgrade is never superseded: after the buyer pays to upgrade "
-        "Pro monthly -> Pro Annual, the renewal worker still applies the stale "
-        "pro-monthly -> standard-monthly row at the boundary (jobs.py "
-        "_apply_scheduled_changes / service.apply_tier_change ignore from_policy_id), so the "
-        "paid-for annual tier is lost and the renewal bills Standard. Needs a spec decision "
-        "(e.g. a later applied change supersedes older pending scheduled rows)."
-    ),
-)
 async def test_a_paid_upgrade_supersedes_a_pending_scheduled_downgrade(shop_server: Any) -> None:
     server = shop_server
     made = await shop(server, "USD", "standard-monthly", "pro-monthly", "pro-annual")

@@ -203,6 +203,7 @@ class RenewalWorker:
                     event_actor="system",
                     applied_via="renewal_worker",
                     cancel_actor=SYSTEM,
+                    scheduled=True,
                 )
             await session.flush()
             await session.refresh(sub)
@@ -296,8 +297,10 @@ class RenewalWorker:
     async def _renew_free(self, sub: Subscription) -> None:
         """Step 5: a free tier renews at once with a settled free invoice."""
         async with self._db.write() as session:
-            locked = await session.get(Subscription, sub.id)
+            locked = await session.get(Subscription, sub.id, with_for_update=True)
             assert locked is not None
+            if locked.status not in LIVE:
+                return
             cycle = await self._plan_cycle(session, locked)
             at = now()
             invoice_id = new_id()
@@ -368,6 +371,13 @@ class RenewalWorker:
             raise RenewalFailed(str(exc)) from None
         fiat = price.listed_currency not in ("SAT", "BTC")
         async with self._db.write() as session:
+            locked = await session.get(Subscription, sub.id, with_for_update=True)
+            assert locked is not None
+            if locked.status not in LIVE or locked.open_invoice_id is not None:
+                # Cancelled, lapsed or invoiced elsewhere while the provider was asked:
+                # an ended subscription is never invoiced (6.2, 6.6).
+                log.info("subscription %s changed during its renewal; not invoiced", sub.id)
+                return
             invoice = Invoice(
                 id=invoice_id,
                 kind="renewal",
@@ -396,8 +406,6 @@ class RenewalWorker:
             )
             session.add(invoice)
             await session.flush()
-            locked = await session.get(Subscription, sub.id)
-            assert locked is not None
             if cycle.replaces is not None:
                 replaced = await session.get(SubscriptionCycle, cycle.replaces.id)
                 assert replaced is not None
@@ -491,8 +499,10 @@ class RenewalWorker:
     async def _failed(self, subscription_id: str, at: datetime) -> None:
         """billing.md 6.5: back off; after five failures in a row, wait for the lapse."""
         async with self._db.write() as session:
-            sub = await session.get(Subscription, subscription_id)
+            sub = await session.get(Subscription, subscription_id, with_for_update=True)
             assert sub is not None
+            if sub.status not in LIVE:
+                return
             failures = sub.consecutive_failures + 1
             sub.consecutive_failures = failures
             sub.status = "past_due"

@@ -281,12 +281,16 @@ async def settle_renewal(session: AsyncSession, invoice: Invoice) -> None:
         cycle = newest
         if sub.status == "lapsed" or at >= grace_deadline(sub, policy):
             cycle.cycle_start_at, cycle.cycle_end_at = at, at + period
-    elif own is not None:
-        cycle = own
     else:
         start = max(sub.current_period_end, at)
-        number = newest.cycle_number + 1 if newest is not None else 1
-        cycle = add_cycle(session, sub, number, invoice.id, start, start + period, None)
+        if own is not None:
+            # The invoice's row belongs to an older cycle (its number is taken by a later
+            # one): its paid time is appended too; expires_at never moves back (6.8).
+            cycle = own
+            cycle.cycle_start_at, cycle.cycle_end_at = start, start + period
+        else:
+            number = newest.cycle_number + 1 if newest is not None else 1
+            cycle = add_cycle(session, sub, number, invoice.id, start, start + period, None)
     cycle.paid_at = at
     reactivated = sub.status in ENDED
     sub.status = "active"
@@ -466,6 +470,7 @@ async def apply_tier_change(
     event_actor: str,
     applied_via: str,
     cancel_actor: Actor,
+    scheduled: bool = False,
 ) -> None:
     """billing.md 7.7: the same license moves to the target policy."""
     license_row = (
@@ -478,6 +483,10 @@ async def apply_tier_change(
     at = now()
     change.applied_at = at
     if license_row.policy_id == target.id:
+        return
+    if scheduled and license_row.policy_id != change.from_policy_id:
+        # The license moved (a paid upgrade, another comp) after this change was
+        # scheduled: the later decision wins, and the stale one closes without effect.
         return
     product = await session.get(Product, license_row.product_id)
     assert product is not None

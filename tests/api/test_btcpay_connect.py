@@ -1081,6 +1081,15 @@ async def test_payment_methods(make_server: Callable[..., Any], fake_btcpay: Fak
     assert_error(failed, 502, "upstream_error")
     assert fake_btcpay.api_key not in failed.text
 
+    # Another profile: by its id; it has no BTCPay provider, and unknown ids are 404.
+    other = await add_profile(server, "Side shop")
+    side = await server.admin_get("/v1/admin/btcpay/payment-methods", merchant_profile_id=other)
+    assert_error(side, 503, "btcpay_not_configured")
+    missing = await server.admin_get(
+        "/v1/admin/btcpay/payment-methods", merchant_profile_id=new_id()
+    )
+    assert_error(missing, 404, "not_found")
+
 
 # --- the headless seed -----------------------------------------------------------------------
 

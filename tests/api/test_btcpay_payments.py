@@ -25,6 +25,7 @@ from keysat.outbound import UpstreamError
 from keysat.payments.btcpay import BTCPayClient, BTCPayProvider, detect_network
 from keysat.payments.models import PaymentProvider, SandboxInvoice
 from keysat.payments.provider import InvoiceRequest, Money, Snapshot, SnapshotStatus
+from keysat.webhooks.models import WebhookDelivery
 from keysat.wire import new_id
 from support import (
     assert_error,
@@ -449,6 +450,14 @@ async def test_concurrent_settle_webhooks_give_one_license_and_one_event(
     make_server: Callable[..., Any], fake_btcpay: FakeBTCPay
 ) -> None:
     server, _, _ = await shop(make_server, fake_btcpay)
+    endpoint_ids = []
+    for event_types in (["license.issued"], ["*"]):
+        created = await server.admin_post(
+            "/v1/admin/webhook-endpoints",
+            {"url": "https://hooks.example.com/keysat", "event_types": event_types},
+        )
+        assert created.status_code == 200, created.text
+        endpoint_ids.append(created.json()["id"])
     answer = await paid(server, fake_btcpay)
     btcpay_id = answer["btcpay_invoice_id"]
     responses = await asyncio.gather(
@@ -459,6 +468,16 @@ async def test_concurrent_settle_webhooks_give_one_license_and_one_event(
         assert_ok_empty(response)
     assert len(await licenses_for_invoice(server, answer["invoice_id"])) == 1
     assert len(await events(server, "license.issued")) == 1
+    # One license.issued delivery per endpoint.
+    async with server.state.db.read() as session:
+        deliveries = (
+            await session.execute(
+                sa.select(WebhookDelivery.endpoint_id).where(
+                    WebhookDelivery.event_type == "license.issued"
+                )
+            )
+        ).scalars()
+        assert sorted(deliveries) == sorted(endpoint_ids)
     assert (await invoice_row(server, answer["invoice_id"])).status == "settled"
 
 

@@ -306,6 +306,9 @@ async def test_apply_without_javascript_previews_and_reserves_nothing(sandbox: A
     unknown = await sandbox.client.post("/buy/acme", data={**form, "code": "NOPE"})
     assert unknown.status_code == 200 and "Code not found." in unknown.text
     assert 'aria-invalid="true"' in unknown.text
+    trial = await sandbox.client.post("/buy/acme", data={**form, "policy_slug": "team"})
+    assert "Codes don&#39;t apply to free trials." in trial.text
+    assert "Free for 14 days" in trial.text and "25% off applied." not in trial.text
     blank = await sandbox.client.post("/buy/acme", data={**form, "code": " "})
     assert blank.status_code == 400 and "Enter a code to apply it." in blank.text
 

@@ -153,6 +153,10 @@ def test_tier_cards_default_to_the_highlighted_tier_and_follow_the_selection(
     expect(page.locator(".trial-hint")).to_be_visible()
     expect(page.locator("#code")).to_have_value("")
     shoot(page, "buy-trial-selected")
+    page.fill("#code", "ANYCODE")
+    page.click("[data-apply]")
+    expect(page.locator("#code-status")).to_have_text("Codes don't apply to free trials.")
+    assert "Free for 14 days" in price_card(page)
 
     page.goto(f"/buy/{slug}?policy=starter")
     expect(page.locator("#tier-0")).to_be_checked()

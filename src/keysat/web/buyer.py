@@ -49,6 +49,7 @@ from keysat.web.pages import Brand
 from keysat.web.views import (
     FREE_LABEL,
     RAIL_LABELS,
+    TRIAL_NO_CODES,
     PaymentSetup,
     PriceView,
     TierCard,
@@ -357,6 +358,9 @@ async def buy_page(
 
 def _apply_preview(page: BuyPage, preview: Mapping[str, Any]) -> None:
     """A previewed code (no-JS Apply) shown on the selected tier's price block."""
+    if page.tiers and page.tiers[page.selected].kind == "trial":
+        page.status = Status(TRIAL_NO_CODES, ok=False)
+        return
     if not preview["valid"]:
         page.status = Status(preview["message"], ok=False)
         page.error = FormError(preview["message"], "code")
@@ -364,8 +368,6 @@ def _apply_preview(page: BuyPage, preview: Mapping[str, Any]) -> None:
     page.status = Status(preview["message"], ok=True)
     if page.tiers:
         card = page.tiers[page.selected]
-        if card.kind == "trial":
-            return
         tier = card.data
         page.preview_price = preview_view(
             card.price_view, tier["price"], page.currency, tier["period"], preview

@@ -25,6 +25,8 @@ from keysat.web.format import (
 RAIL_LABELS = {"lightning": "Lightning", "onchain": "On-chain bitcoin", "card": "Card"}
 RAIL_PHRASES = {"lightning": "Lightning", "onchain": "on-chain bitcoin", "card": "card"}
 FREE_LABEL = "Get free license"
+# A trial starts free and its subscription records the regular price: codes play no part.
+TRIAL_NO_CODES = "Codes don't apply to free trials."
 
 
 @dataclass(frozen=True)

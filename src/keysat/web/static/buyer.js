@@ -223,6 +223,9 @@
     return page;
   }
 
+  /* Purchases ignore codes for trials (public-api.md 6.1 step 7); views.TRIAL_NO_CODES. */
+  var TRIAL_NO_CODES = "Codes don't apply to free trials.";
+
   var PARTS = [".price-was", ".price-main", ".price-tag", ".price-then", ".price-note"];
 
   function snapshot(block) {
@@ -274,7 +277,6 @@
 
   function showPreview(page, tier, preview) {
     resetPrices(page);
-    if (tier.kind === "trial") return;
     var view = previewView(tier, page.data.currency, preview);
     if (!view) return;
     var block = currentBlock(page);
@@ -295,6 +297,11 @@
     if (!code) {
       resetPrices(page);
       setStatus(page, "Enter a code to apply it.", false);
+      return;
+    }
+    if (tier && tier.kind === "trial") {
+      resetPrices(page);
+      setStatus(page, TRIAL_NO_CODES, false);
       return;
     }
     var query = "code=" + encodeURIComponent(code) + "&product=" + encodeURIComponent(page.data.product);
@@ -372,7 +379,7 @@
     page.form.addEventListener("change", function (event) {
       if (event.target.name === "policy_slug") onTierChange(page);
     });
-    if (!page.code.value.trim()) onTierChange(page);
+    if (!page.code.value.trim() && !page.status.textContent.trim()) onTierChange(page);
   }
 
   function selectedTierKind(page) {

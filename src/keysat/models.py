@@ -1,6 +1,6 @@
 """Imports every table so that metadata is complete (migrations, tests)."""
 
-from keysat.access.models import RateBucket
+from keysat.access.models import RateBucket, ScopedApiKey, WebSession
 from keysat.billing.models import DiscountCode, DiscountRedemption, Invoice
 from keysat.catalog.models import Policy, Product
 from keysat.db import Base
@@ -33,11 +33,13 @@ __all__ = [
     "RailPreference",
     "RateBucket",
     "SandboxInvoice",
+    "ScopedApiKey",
     "ServerKey",
     "Setting",
     "Subscription",
     "SubscriptionCycle",
     "TierChange",
     "ValidationLog",
+    "WebSession",
     "WebhookEvent",
 ]

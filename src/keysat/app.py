@@ -36,6 +36,7 @@ from keysat.billing.routes import public_router as billing_public_router
 from keysat.billing.settlement import Settlement
 from keysat.catalog.routes import admin_router as catalog_admin_router
 from keysat.catalog.routes import public_router as catalog_public_router
+from keysat.clock import clock
 from keysat.db import Database
 from keysat.errors import ApiError, bad_request, internal_error, method_not_allowed, not_found
 from keysat.issuer.routes import router as issuer_router
@@ -47,6 +48,7 @@ from keysat.licensing.machines import MachineEndpoints
 from keysat.licensing.routes import admin_router as licensing_admin_router
 from keysat.licensing.routes import public_router as licensing_public_router
 from keysat.licensing.validation import Validator
+from keysat.operator.community import CommunityHeartbeat
 from keysat.operator.profile_routes import router as merchant_profiles_router
 from keysat.operator.routes import router as operator_router
 from keysat.payments.connect import seed_btcpay_from_environment
@@ -251,6 +253,7 @@ def build_state(
     settlement.after_settled.append(SavedCardCapture(database, providers))
     renewals = RenewalWorker(database, settings, rates, providers, settlement)
     self_license = SelfLicensing(database, settings, trust_root or embedded_trust_root())
+    community = CommunityHeartbeat(database, http, self_license, started_at=clock.real_now())
 
     async def refresh_self_license(_at: datetime) -> None:
         await self_license.refresh()
@@ -260,6 +263,7 @@ def build_state(
         *subscription_jobs(renewals),
         *webhook_jobs(database, http),
         Job("self_license_refresh", timedelta(hours=1), timedelta(hours=1), refresh_self_license),
+        community.job(),
     ]
     return AppState(
         settings=settings,
@@ -280,6 +284,7 @@ def build_state(
         self_license=self_license,
         tier_changes=TierChanges(database, settings, rates, providers, issuer_keys),
         sandbox_clock=SandboxClock(database, settings.sandbox_mode),
+        community=community,
     )
 
 

@@ -21,6 +21,7 @@ from keysat.licensing.jobs import WriteBehind
 from keysat.licensing.keyauth import KeyReader
 from keysat.licensing.machines import MachineEndpoints
 from keysat.licensing.validation import Validator
+from keysat.operator.community import CommunityHeartbeat
 from keysat.payments.service import Providers
 from keysat.settings import Settings
 from keysat.subscriptions.clock import SandboxClock
@@ -47,6 +48,7 @@ class AppState:
     self_license: SelfLicensing
     tier_changes: TierChanges
     sandbox_clock: SandboxClock
+    community: CommunityHeartbeat
 
     def tier(self) -> Tier:
         return current_tier(self.settings, self.self_license.current)

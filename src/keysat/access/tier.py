@@ -43,6 +43,12 @@ def current_tier(settings: Settings, self_license: SelfLicense) -> Tier:
     return Tier(name=tier_name(entitlements), entitlements=entitlements, sandbox=False)
 
 
+def licensed_tier(self_license: SelfLicense) -> str:
+    """`creator`, `pro` or `patron`: what the self-license grants, sandbox mode or not."""
+    entitlements = frozenset(self_license.entitlements) if self_license.licensed else frozenset()
+    return tier_name(entitlements).lower()
+
+
 def tier_cap(message: str) -> ApiError:
     return ApiError(402, "tier_cap", message, extra={"upgrade_url": UPGRADE_URL})
 

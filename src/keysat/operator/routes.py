@@ -1,4 +1,5 @@
-"""Service information, liveness, the audit log and the background jobs view."""
+"""Service information, liveness, the audit log, the background jobs view, operator
+settings and community analytics."""
 
 from __future__ import annotations
 
@@ -8,12 +9,20 @@ from fastapi.responses import JSONResponse, Response
 from keysat import __version__
 from keysat.access.actor import Actor
 from keysat.access.routes import require_master, require_scope
-from keysat.operator import schemas
-from keysat.operator.service import effective_operator_name, list_audit, record_audit
+from keysat.clock import clock
+from keysat.operator import community, schemas
+from keysat.operator.service import (
+    OPERATOR_NAME,
+    effective_operator_name,
+    get_setting,
+    list_audit,
+    record_audit,
+    set_operator_name,
+)
 from keysat.state import app_state
 from keysat.web.format import prefers_html
 from keysat.web.routes import home_page
-from keysat.wire import query_int, respond
+from keysat.wire import OkResponse, json_body, query_int, respond
 
 router = APIRouter()
 
@@ -86,3 +95,54 @@ async def run_job(request: Request, name: str, actor: Actor = require_master()) 
     async with state.db.write() as session:
         record_audit(session, actor, "job.run", "job", name, {})
     return respond(job)
+
+
+# --- settings (admin-api.md 15) ------------------------------------------------------------
+
+
+@router.get("/v1/admin/settings/operator-name", response_model=schemas.OperatorNameOut)
+async def operator_name(
+    request: Request, actor: Actor = require_scope("settings:read")
+) -> JSONResponse:
+    state = app_state(request)
+    fallback = state.settings.operator_name
+    async with state.db.read() as session:
+        stored = await get_setting(session, OPERATOR_NAME)
+    return respond({"stored": stored, "effective": stored or fallback, "fallback_env": fallback})
+
+
+@router.post("/v1/admin/settings/operator-name", response_model=schemas.OperatorNameSet)
+async def set_name(
+    request: Request,
+    actor: Actor = require_master(),
+    body: schemas.OperatorNameBody = json_body(schemas.OperatorNameBody),
+) -> JSONResponse:
+    async with app_state(request).db.write() as session:
+        stored = await set_operator_name(session, actor, body.name)
+    return respond({"ok": True, "operator_name": stored})
+
+
+@router.get("/v1/admin/community-analytics", response_model=schemas.CommunityOut)
+async def community_analytics(
+    request: Request, actor: Actor = require_scope("community:read")
+) -> JSONResponse:
+    return respond(await app_state(request).community.settings_view(clock.real_now()))
+
+
+@router.post("/v1/admin/community-analytics", response_model=schemas.CommunitySet)
+async def set_community_analytics(
+    request: Request,
+    actor: Actor = require_scope("community:write"),
+    body: schemas.CommunityBody = json_body(schemas.CommunityBody),
+) -> JSONResponse:
+    async with app_state(request).db.write() as session:
+        return respond(await community.configure(session, actor, body.enabled, body.collector_url))
+
+
+@router.post("/v1/admin/community-analytics/reset", response_model=OkResponse)
+async def reset_community_analytics(
+    request: Request, actor: Actor = require_scope("community:write")
+) -> JSONResponse:
+    async with app_state(request).db.write() as session:
+        await community.reset(session, actor)
+    return respond({"ok": True})

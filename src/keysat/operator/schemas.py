@@ -170,3 +170,53 @@ class RailPreferenceCleared(BaseModel):
     ok: bool
     merchant_profile_id: str
     rail: str
+
+
+# --- settings (admin-api.md 15) ------------------------------------------------------------
+
+
+class OperatorNameBody(_Body):
+    name: str
+
+
+class OperatorNameOut(BaseModel):
+    stored: str | None
+    effective: str | None
+    fallback_env: str | None
+
+
+class OperatorNameSet(BaseModel):
+    ok: bool
+    operator_name: str | None
+
+
+class CommunityBody(_Body):
+    enabled: bool
+    collector_url: str | None = None
+
+
+class HeartbeatCounts(BaseModel):
+    products: int
+    active_licenses: int
+    settled_invoices: int
+
+
+class Heartbeat(BaseModel):
+    install_uuid: str
+    daemon_version: str
+    tier: str
+    counts: HeartbeatCounts
+    uptime_bucket: str
+    schema_version: int
+
+
+class CommunityOut(BaseModel):
+    enabled: bool
+    collector_url: str | None
+    install_uuid: str | None
+    preview_heartbeat: Heartbeat
+
+
+class CommunitySet(BaseModel):
+    enabled: bool
+    collector_url: str | None

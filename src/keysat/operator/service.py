@@ -10,7 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keysat.access.actor import Actor
 from keysat.clock import now
+from keysat.errors import bad_request
 from keysat.operator.models import AuditEntry, MerchantProfile, Setting
+
+OPERATOR_NAME = "operator_name"
+OPERATOR_NAME_MAX = 200
 
 
 def record_audit(
@@ -61,7 +65,23 @@ async def list_audit(
 
 async def effective_operator_name(session: AsyncSession, fallback: str | None) -> str | None:
     """The stored setting wins; then KEYSAT_OPERATOR_NAME; else none."""
-    return await get_setting(session, "operator_name") or fallback
+    return await get_setting(session, OPERATOR_NAME) or fallback
+
+
+async def set_operator_name(session: AsyncSession, actor: Actor, name: str) -> str | None:
+    """admin-api.md 15.2: trimmed; empty clears the setting, so the environment's name
+    shows again."""
+    value = name.strip()
+    if len(value) > OPERATOR_NAME_MAX:
+        raise bad_request(f"name is too long (max {OPERATOR_NAME_MAX} characters)")
+    if value:
+        await put_setting(session, OPERATOR_NAME, value)
+    else:
+        await delete_setting(session, OPERATOR_NAME)
+    record_audit(
+        session, actor, "operator_name.set", "setting", OPERATOR_NAME, {"value": value or None}
+    )
+    return value or None
 
 
 async def get_setting(session: AsyncSession, key: str) -> str | None:

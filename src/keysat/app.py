@@ -24,10 +24,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import keysat.models  # noqa: F401 - every table in the metadata, so every foreign key resolves
 from keysat import __version__
+from keysat.access.jobs import access_jobs
 from keysat.access.ratelimit import RateLimiter
+from keysat.access.routes import admin_router as access_admin_router
+from keysat.access.routes import declared_gate
+from keysat.access.routes import login_router as access_login_router
 from keysat.access.selflicense import SelfLicensing
 from keysat.access.selflicense import trust_root as embedded_trust_root
-from keysat.access.service import MasterKey
+from keysat.access.service import Access, MasterKey
+from keysat.access.sessions import Sessions
 from keysat.billing.jobs import billing_jobs
 from keysat.billing.purchase import Purchases
 from keysat.billing.rates import RateService
@@ -86,6 +91,8 @@ ROUTERS = (
     subscriptions_admin_router,
     webhooks_admin_router,
     merchant_profiles_router,
+    access_admin_router,
+    access_login_router,
     pages_router,
     buyer_pages_router,
 )
@@ -208,6 +215,10 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             operation["security"] = (
                 [{"bearerAuth": []}] if route.path_format.startswith("/v1/admin") else []
             )
+            gate = declared_gate(route)
+            if gate is not None:
+                # What a scoped key needs here: a scope, `master` or `provider-connect`.
+                operation["x-keysat-gate"] = gate
             if model is not None:
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(schema.pop("$defs", {}))
@@ -254,6 +265,8 @@ def build_state(
     renewals = RenewalWorker(database, settings, rates, providers, settlement)
     self_license = SelfLicensing(database, settings, trust_root or embedded_trust_root())
     community = CommunityHeartbeat(database, http, self_license, started_at=clock.real_now())
+    master_key = MasterKey(admin_key)
+    sessions = Sessions(database, settings, master_key.hash)
 
     async def refresh_self_license(_at: datetime) -> None:
         await self_license.refresh()
@@ -262,13 +275,16 @@ def build_state(
         *billing_jobs(database, settlement),
         *subscription_jobs(renewals),
         *webhook_jobs(database, http),
+        *access_jobs(sessions),
         Job("self_license_refresh", timedelta(hours=1), timedelta(hours=1), refresh_self_license),
         community.job(),
     ]
     return AppState(
         settings=settings,
         db=database,
-        master_key=MasterKey(admin_key),
+        master_key=master_key,
+        access=Access(database, settings, master_key, sessions),
+        sessions=sessions,
         issuer_keys=issuer_keys,
         rate_limiter=limiter,
         write_behind=write_behind,

@@ -9,7 +9,8 @@ from starlette.requests import Request
 
 from keysat.access.ratelimit import RateLimiter
 from keysat.access.selflicense import SelfLicensing
-from keysat.access.service import MasterKey
+from keysat.access.service import Access, MasterKey
+from keysat.access.sessions import Sessions
 from keysat.access.tier import Tier, current_tier
 from keysat.billing.purchase import Purchases
 from keysat.billing.rates import RateService
@@ -33,6 +34,8 @@ class AppState:
     settings: Settings
     db: Database
     master_key: MasterKey
+    access: Access
+    sessions: Sessions
     issuer_keys: IssuerKeys
     rate_limiter: RateLimiter
     write_behind: WriteBehind

@@ -46,3 +46,19 @@ def client_address(request: Request, trusted_proxies: tuple[IPNetwork, ...]) -> 
         if not _trusted(address, trusted_proxies):
             return str(address)
     return str(peer)
+
+
+def request_host(request: Request, trusted_proxies: tuple[IPNetwork, ...]) -> str | None:
+    """The host the client asked for: `Host`, or behind a trusted proxy the host the proxy
+    forwarded (its own entry is the right-most one of `X-Forwarded-Host`)."""
+    peer = _parse(request.client.host) if request.client is not None else None
+    if peer is not None and trusted_proxies and _trusted(peer, trusted_proxies):
+        forwarded = [
+            part.strip()
+            for header in request.headers.getlist("x-forwarded-host")
+            for part in header.split(",")
+            if part.strip()
+        ]
+        if forwarded:
+            return forwarded[-1]
+    return request.headers.get("host")

@@ -43,24 +43,29 @@ class RateLimiter:
     def limit(self, kind: str) -> RateLimit | None:
         return self._settings.rate_limit(kind)
 
-    async def take(self, kind: str, key: str) -> Decision:
+    async def take(self, kind: str, key: str, *, bucket_kind: str | None = None) -> Decision:
+        """Spend a token of limit `kind`; `bucket_kind` names the stored bucket when the spec
+        gives it another name than the limit's setting (`web_login` for `login`)."""
         if self.limit(kind) is None:
             return ALLOWED
         async with self._db.write() as session:
-            return await self.take_in(session, kind, key)
+            return await self.take_in(session, kind, key, bucket_kind=bucket_kind)
 
-    async def take_in(self, session: AsyncSession, kind: str, key: str) -> Decision:
+    async def take_in(
+        self, session: AsyncSession, kind: str, key: str, *, bucket_kind: str | None = None
+    ) -> Decision:
         """Spend a token inside the caller's write transaction."""
         limit = self.limit(kind)
         if limit is None:
             return ALLOWED
+        stored_kind = bucket_kind or kind
         at = now()
         dialect = session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         await session.execute(
             insert(RateBucket)
             .values(
-                bucket_kind=kind,
+                bucket_kind=stored_kind,
                 bucket_key=key,
                 tokens_remaining=float(limit.capacity),
                 capacity=limit.capacity,
@@ -72,7 +77,7 @@ class RateLimiter:
         bucket = (
             await session.execute(
                 sa.select(RateBucket)
-                .where(RateBucket.bucket_kind == kind, RateBucket.bucket_key == key)
+                .where(RateBucket.bucket_kind == stored_kind, RateBucket.bucket_key == key)
                 .with_for_update()
             )
         ).scalar_one()

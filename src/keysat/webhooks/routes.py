@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from keysat.access.actor import Actor
-from keysat.access.routes import require_scope
-from keysat.access.service import Credential, authenticate, authorize
+from keysat.access.routes import require_scope, require_scope_credential
+from keysat.access.service import Credential, authorize
 from keysat.clock import clock
 from keysat.state import app_state
 from keysat.webhooks import schemas, service
@@ -21,23 +19,12 @@ DELIVERY_LIMIT_DEFAULT = 100
 DELIVERY_LIMIT_MAX = 500
 
 
-def _credential() -> Any:
-    """The listing's gate depends on a query parameter, so the route authorizes itself."""
-
-    async def dependency(request: Request) -> Credential:
-        state = app_state(request)
-        return authenticate(request, state.settings, state.master_key)
-
-    return Depends(dependency)
-
-
 @admin_router.get("/v1/admin/webhook-endpoints", response_model=schemas.EndpointList)
 async def list_endpoints(
     request: Request,
-    credential: Credential = _credential(),
+    credential: Credential = require_scope_credential("webhooks:read"),
     include_secret: str | None = None,
 ) -> JSONResponse:
-    authorize(credential, "webhooks:read")
     with_secret = query_bool("include_secret", include_secret, False)
     if with_secret:
         # Secrets are for writers only (Keysat 0.2.0 showed them to read-only keys).

@@ -44,6 +44,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class PathOnlyAccessLog(logging.Filter):
+    """Uvicorn's access lines without the query string, which can carry secrets: BTCPay
+    hands its new API key to the authorize callback as `apiKey` (access.md 7)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], args[3], args[4])
+        return True
+
+
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler()
     if settings.log_format == "json":
@@ -53,6 +64,12 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    # aiosqlite's debug lines repeat every statement with its parameters: CSRF tokens,
+    # webhook secrets, the signing key. Nothing there is worth that.
+    logging.getLogger("aiosqlite").setLevel(max(root.level, logging.INFO))
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, PathOnlyAccessLog) for existing in access.filters):
+        access.addFilter(PathOnlyAccessLog())
 
 
 def resolve_admin_key(settings: Settings) -> tuple[str, bool]:

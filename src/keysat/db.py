@@ -89,8 +89,11 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self._ensure_sqlite_dir(url)
+            # hide_parameters: a logged database error must not carry the statement's
+            # values, which include CSRF tokens, webhook secrets and the signing key.
             self.engine: AsyncEngine = create_async_engine(
                 url,
+                hide_parameters=True,
                 json_serializer=_json_dumps,
                 pool_size=pool_size,
                 max_overflow=0,
@@ -99,7 +102,11 @@ class Database:
             self._install_sqlite_hooks()
         else:
             self.engine = create_async_engine(
-                url, json_serializer=_json_dumps, pool_size=pool_size, max_overflow=10
+                url,
+                hide_parameters=True,
+                json_serializer=_json_dumps,
+                pool_size=pool_size,
+                max_overflow=10,
             )
         self._write_lock = asyncio.Lock()
 

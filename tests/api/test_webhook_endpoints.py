@@ -493,3 +493,47 @@ async def test_no_response_ever_carries_a_second_secret(server: Any) -> None:
         assert entry["secret"] == "only-one"
     raw = await server.client.get(ENDPOINTS, headers=ADMIN)
     assert "only-one" not in raw.text
+
+
+# --- scopes (access.md 4.2) ---------------------------------------------------------------
+
+
+async def scoped(server: Any, role: str) -> dict[str, str]:
+    response = await server.admin_post("/v1/admin/api-keys", {"label": role, "role": role})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+async def test_read_keys_list_without_secrets_and_only_writers_change_or_reveal(
+    server: Any,
+) -> None:
+    created = await add_endpoint(server)
+    await create_product(server, "acme")
+    [delivery] = await delivery_rows(server)
+    for role in ("read-only", "license-issuer", "support", "merchant-onboard"):
+        key = await scoped(server, role)
+        response = await server.client.get(ENDPOINTS, headers=key)
+        assert response.status_code == 200, role
+        assert "secret" not in response.json()["endpoints"][0]
+        assert (await server.client.get(DELIVERIES, headers=key)).status_code == 200
+        writes = [
+            server.client.get(ENDPOINTS, params={"include_secret": "true"}, headers=key),
+            server.client.post(ENDPOINTS, json={"url": "https://x.example/"}, headers=key),
+            server.client.patch(
+                f"{ENDPOINTS}/{created['id']}/active", json={"active": False}, headers=key
+            ),
+            server.client.delete(f"{ENDPOINTS}/{created['id']}", headers=key),
+            server.client.post(f"{DELIVERIES}/{delivery.id}/retry", headers=key),
+        ]
+        for call in writes:
+            assert_error(await call, 403, "forbidden")
+
+    full = await scoped(server, "full-admin")
+    response = await server.client.get(ENDPOINTS, params={"include_secret": "1"}, headers=full)
+    assert response.json()["endpoints"][0]["secret"] == created["secret"]
+    response = await server.client.post(ENDPOINTS, json={"url": "https://x.example/"}, headers=full)
+    assert response.status_code == 200 and len(response.json()["secret"]) == 64
+    response = await server.client.post(f"{DELIVERIES}/{delivery.id}/retry", headers=full)
+    assert response.status_code == 200
+    assert len(await audit_rows(server, "webhook_endpoint.create")) == 2
+    assert await audit_rows(server, "webhook_endpoint.delete") == []

@@ -65,7 +65,10 @@ def parse_ts(field: str, text: str) -> datetime:
         raise bad_request(f"field '{field}' must be an RFC 3339 timestamp") from None
     if parsed.tzinfo is None:
         raise bad_request(f"field '{field}' must be an RFC 3339 timestamp with an offset")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is past the last representable instant
+        raise bad_request(f"field '{field}' is out of range") from None
 
 
 def normalize_id(value: str) -> str | None:

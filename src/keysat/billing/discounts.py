@@ -29,6 +29,7 @@ from keysat.wire import format_optional_ts, format_ts, new_id, normalize_id, par
 CODE_MAX = 64
 REFERRER_MAX = 200
 DESCRIPTION_MAX = 1000
+MAX_USES_MAX = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
 DISCOUNT_CURRENCIES = ("SAT", "USD", "EUR")
 _CODE = re.compile(r"[A-Z0-9_-]+")
 
@@ -281,12 +282,28 @@ async def redeem_for_invoice(
         return None
     code = await session.get(DiscountCode, row.code_id)
     assert code is not None
-    if row.status == "cancelled":
-        code.used_count += 1
-        code.updated_at = now()
-    row.status = "redeemed"
-    row.license_id = license_id
-    row.updated_at = now()
+    # Conditional statements, never read-modify-write: the reaper may cancel the redemption
+    # and buyers may reserve uses of the code while this transaction runs.
+    at = now()
+    for previous in ("pending", "cancelled"):
+        result = await session.execute(
+            sa.update(DiscountRedemption)
+            .where(DiscountRedemption.id == row.id, DiscountRedemption.status == previous)
+            .values(status="redeemed", license_id=license_id, updated_at=at)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            break
+    else:
+        return None
+    if previous == "cancelled":
+        await session.execute(
+            sa.update(DiscountCode)
+            .where(DiscountCode.id == code.id)
+            .values(used_count=DiscountCode.used_count + 1, updated_at=at)
+            .execution_options(synchronize_session=False)
+        )
+    await session.refresh(row)
     record_redemption(session, row, code, invoice)
     return Redeemed(row, code)
 
@@ -404,8 +421,8 @@ async def create_code(
     code_text = clean_code(body.code)
     kind = clean_kind(body.kind)
     amount = clean_amount(kind, body.amount)
-    if body.max_uses is not None and body.max_uses <= 0:
-        raise bad_request("max_uses must be positive")
+    if body.max_uses is not None and not 0 < body.max_uses <= MAX_USES_MAX:
+        raise bad_request(f"max_uses must be between 1 and {MAX_USES_MAX}")
     expires_at = parse_ts("expires_at", body.expires_at) if body.expires_at else None
     at = now()
     code = DiscountCode(
@@ -461,7 +478,9 @@ async def update_code(
             raise bad_request("a free_license code's amount is always 0")
         code.amount = clean_amount(code.kind, body.amount)
     if "max_uses" in sent:
-        if body.max_uses is not None and (body.max_uses <= 0 or body.max_uses < code.used_count):
+        if body.max_uses is not None and (
+            not 0 < body.max_uses <= MAX_USES_MAX or body.max_uses < code.used_count
+        ):
             raise bad_request(
                 f"max_uses must be positive and at least the current used_count ({code.used_count})"
             )

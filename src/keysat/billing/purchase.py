@@ -240,16 +240,18 @@ class Purchases:
     ) -> tuple[License, str, DiscountRedemption | None]:
         """One transaction: the settled free invoice, the license, a redeemed code."""
         async with self._db.write() as session:
+            redemption: DiscountRedemption | None = None
+            if offer is not None:
+                if not await discounts.reserve(session, offer.code.id):
+                    raise bad_request("discount code is invalid, expired, or has no remaining uses")
+            # public-api.md 7: the trial limit (step 12) after the reservation (step 11);
+            # raising here rolls the reservation back, which releases the slot.
             if check_trial_email is not None and await trial_used_by_email(
                 session, invoice.product_id, check_trial_email
             ):
                 raise conflict(
                     "a trial of this product has already been used with this e-mail address"
                 )
-            redemption: DiscountRedemption | None = None
-            if offer is not None:
-                if not await discounts.reserve(session, offer.code.id):
-                    raise bad_request("discount code is invalid, expired, or has no remaining uses")
             session.add(invoice)
             await session.flush()
             if offer is not None:

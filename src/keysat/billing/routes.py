@@ -21,7 +21,7 @@ from keysat.billing.models import DiscountRedemption, Invoice
 from keysat.billing.purchase import invoice_license
 from keysat.billing.rates import Rate, RateError, parse_units_per_btc
 from keysat.catalog.routes import documented_body
-from keysat.clock import clock
+from keysat.clock import now
 from keysat.errors import ApiError, bad_request, not_found, rate_limited
 from keysat.licensing.models import License
 from keysat.operator.service import record_audit
@@ -130,6 +130,9 @@ async def preview_code(
     )
     code_text = query_required("code", code)
     product_slug = query_required("product", product)
+    if any("\x00" in value for value in (code_text, product_slug, policy_slug or "")):
+        # PostgreSQL text cannot hold U+0000: refuse it as JSON bodies do, on every database
+        raise bad_request("strings must not contain NUL characters")
     return respond(await state.purchases.preview(code_text, product_slug, policy_slug))
 
 
@@ -332,7 +335,9 @@ async def revenue_summary(
     request: Request, actor: Actor = require_scope("licenses:read")
 ) -> JSONResponse:
     state = app_state(request)
-    at = clock.real_now()
+    # settled_at is stamped by the business clock, so the windows are measured on it too;
+    # outside sandbox mode it is the system clock.
+    at = now()
     settled = sa.select(sa.func.coalesce(sa.func.sum(Invoice.amount_sats), 0)).where(
         Invoice.status == "settled"
     )

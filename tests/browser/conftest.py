@@ -45,19 +45,26 @@ DESKTOP = {"width": 1280, "height": 800}
 
 
 @pytest.fixture(scope="session")
-def chromium() -> Iterator[Browser]:
+def chromium_path() -> Path:
     if not CHROMIUM.exists():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{CHROMIUM} not found, and CI never skips the browser tests")
         pytest.skip(f"browser leg skipped: {CHROMIUM} not found")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def chromium(chromium_path: Path) -> Iterator[Browser]:
+    """Module-scoped, not session-scoped: Playwright's sync API keeps an event loop running
+    in this thread while it lives, and later tests that call asyncio.run() would fail."""
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 
 
 @pytest.fixture(scope="session")
-def keysat(tmp_path_factory: pytest.TempPathFactory, chromium: Browser) -> Iterator[KeysatServer]:
+def keysat(tmp_path_factory: pytest.TempPathFactory, chromium_path: Path) -> Iterator[KeysatServer]:
     """One development-mode server for the session; tests add their own products."""
     with launch_server(
         tmp_path_factory.mktemp("keysat-browser"), {"KEYSAT_ENV": "development"}

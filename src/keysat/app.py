@@ -313,6 +313,8 @@ def create_app(state: AppState) -> FastAPI:
         gc.freeze()
         state.write_behind.start()
         state.sandbox_clock.start()
+        # Every process follows activations made through another, workers or not.
+        state.self_license.start()
         if state.settings.workers:
             state.jobs.start()
         try:
@@ -320,6 +322,7 @@ def create_app(state: AppState) -> FastAPI:
         finally:
             await state.jobs.stop()
             await state.sandbox_clock.stop()
+            await state.self_license.stop()
             await state.write_behind.stop()
             await state.http.aclose()
             state.key_reader.close()

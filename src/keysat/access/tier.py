@@ -4,12 +4,14 @@ sandbox mode unlocks everything."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from keysat.access.selflicense import SelfLicense
 from keysat.errors import ApiError
 from keysat.settings import Settings
 
 UPGRADE_URL = "https://licensing.keysat.xyz/buy/keysat?policy=pro"
+PATRON_UPGRADE_URL = "https://licensing.keysat.xyz/buy/keysat?policy=patron"
 
 PRODUCT_CAP = 5
 POLICY_CAP_PER_PRODUCT = 5
@@ -47,6 +49,38 @@ def licensed_tier(self_license: SelfLicense) -> str:
     """`creator`, `pro` or `patron`: what the self-license grants, sandbox mode or not."""
     entitlements = frozenset(self_license.entitlements) if self_license.licensed else frozenset()
     return tier_name(entitlements).lower()
+
+
+def tier_report(tier: Tier, usage: dict[str, int]) -> dict[str, Any]:
+    """GET /v1/admin/tier (access.md 9.4); `usage` holds the counts the caps compare."""
+
+    def cap(entitlement: str, limit: int) -> int | None:
+        return None if tier.unlocks(entitlement) else limit
+
+    if tier.sandbox:
+        name, next_tier, upgrade_url = "Sandbox", None, None
+    else:
+        name = tier_name(tier.entitlements)
+        next_tier, upgrade_url = {
+            "Creator": ("pro", UPGRADE_URL),
+            "Pro": ("patron", PATRON_UPGRADE_URL),
+            "Patron": (None, None),
+        }[name]
+    return {
+        "tier": name.lower(),
+        "tier_name": name,
+        "sandbox": tier.sandbox,
+        "entitlements": sorted(tier.entitlements),
+        "usage": usage,
+        "caps": {
+            "products": cap("unlimited_products", PRODUCT_CAP),
+            "policies_per_product": cap("unlimited_policies", POLICY_CAP_PER_PRODUCT),
+            "active_codes": cap("unlimited_codes", ACTIVE_CODE_CAP),
+            "merchant_profiles": cap("unlimited_merchant_profiles", MERCHANT_PROFILE_CAP),
+        },
+        "next_tier": next_tier,
+        "upgrade_url": upgrade_url,
+    }
 
 
 def tier_cap(message: str) -> ApiError:

@@ -1,5 +1,5 @@
 """Service information, liveness, the audit log, the background jobs view, operator
-settings and community analytics."""
+settings, community analytics, and the tier and self-license."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from keysat import __version__
 from keysat.access.actor import Actor
 from keysat.access.routes import require_master, require_scope
 from keysat.clock import clock
-from keysat.operator import community, schemas
+from keysat.operator import community, schemas, tiering
 from keysat.operator.service import (
     OPERATOR_NAME,
     effective_operator_name,
@@ -146,3 +146,38 @@ async def reset_community_analytics(
     async with app_state(request).db.write() as session:
         await community.reset(session, actor)
     return respond({"ok": True})
+
+
+# --- tier and self-license (admin-api.md 18) -----------------------------------------------
+
+
+@router.get("/v1/admin/tier", response_model=schemas.TierReport)
+async def tier(request: Request, actor: Actor = require_scope("tier:read")) -> JSONResponse:
+    state = app_state(request)
+    return respond(await tiering.report(state.db, state.tier()))
+
+
+@router.get("/v1/admin/self-license", response_model=schemas.SelfLicenseOut)
+async def self_license(request: Request, actor: Actor = require_scope("tier:read")) -> JSONResponse:
+    return respond(tiering.tagged(app_state(request).self_license.current))
+
+
+@router.post("/v1/admin/self-license", response_model=schemas.Activated)
+async def activate_self_license(
+    request: Request,
+    actor: Actor = require_master(),
+    body: schemas.ActivateBody = json_body(schemas.ActivateBody, allow_empty=True),
+) -> JSONResponse:
+    state = app_state(request)
+    return respond(
+        await tiering.activate(
+            state.db, state.settings, state.self_license, actor, body.license_key
+        )
+    )
+
+
+@router.post("/v1/admin/self-license/refresh", response_model=schemas.SelfLicenseOut)
+async def refresh_self_license(
+    request: Request, actor: Actor = require_scope("tier:read")
+) -> JSONResponse:
+    return respond(tiering.tagged(await app_state(request).self_license.refresh()))

@@ -220,3 +220,52 @@ class CommunityOut(BaseModel):
 class CommunitySet(BaseModel):
     enabled: bool
     collector_url: str | None
+
+
+# --- tier and self-license (admin-api.md 18; access.md 9.4) --------------------------------
+
+
+class TierUsage(BaseModel):
+    products: int
+    active_codes: int
+    merchant_profiles: int
+
+
+class TierCaps(BaseModel):
+    products: int | None
+    policies_per_product: int | None
+    active_codes: int | None
+    merchant_profiles: int | None
+
+
+class TierReport(BaseModel):
+    tier: str
+    tier_name: str
+    sandbox: bool
+    entitlements: list[str]
+    usage: TierUsage
+    caps: TierCaps
+    next_tier: str | None
+    upgrade_url: str | None
+
+
+class SelfLicenseOut(BaseModel):
+    """Tagged by `tier`: `unlicensed` carries `reason`, `licensed` the other fields."""
+
+    tier: str
+    reason: str | None = None
+    license_id: str | None = None
+    product_id: str | None = None
+    expires_at: int | None = None
+    entitlements: list[str] | None = None
+    source: str | None = None
+
+
+class ActivateBody(_Body):
+    license_key: str | None = None
+
+
+class Activated(BaseModel):
+    ok: bool
+    tier: SelfLicenseOut
+    message: str

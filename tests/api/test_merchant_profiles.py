@@ -214,6 +214,7 @@ async def test_values_at_the_edge_of_each_rule_are_accepted(
         ({"support_url": "side.example/help"}, None),
         ({"support_url": "https://"}, None),
         ({"support_url": "https://side.example/a b"}, None),
+        ({"support_url": "http://[::1/help"}, None),
         ({"support_url": "https://x.example/" + "a" * 2040}, None),
         ({"post_purchase_redirect_url": "javascript:alert(1)"}, None),
         ({"support_email": "nobody"}, None),

@@ -403,3 +403,13 @@ async def test_the_enabled_setting_reads_1_or_true_in_any_case(
             await put_setting(session, "community_last_sent_at", "2000-01-01T00:00:00+00:00")
         assert await sender.tick(T0) is sends, stored
         assert (await server.admin_get(COMMUNITY)).json()["enabled"] is sends
+
+
+async def test_an_unreadable_last_success_does_not_stop_the_heartbeat(
+    server: Any, collector: FakeCollector
+) -> None:
+    await opt_in(server, collector.url)
+    async with server.state.db.write() as session:
+        await put_setting(session, "community_last_sent_at", "yesterday-ish")
+    assert await heartbeat(server, T0).tick(T0) is True
+    assert await setting(server, "community_last_sent_at") == T0.isoformat(timespec="microseconds")

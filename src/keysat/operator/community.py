@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -68,6 +68,14 @@ def uptime_bucket(seconds: float) -> str:
         if seconds < limit:
             return bucket
     return ">4w"
+
+
+def parse_sent_at(stored: str) -> datetime:
+    """The last success; an unreadable value counts as long ago, so sending resumes."""
+    try:
+        return datetime.fromisoformat(stored)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def clean_collector_url(value: str | None) -> str | None:
@@ -214,7 +222,7 @@ class CommunityHeartbeat:
             last_sent = await get_setting(session, LAST_SENT)
         if not config.enabled or config.collector_url is None:
             return False
-        if last_sent and at - datetime.fromisoformat(last_sent) < SEND_INTERVAL:
+        if last_sent is not None and at - parse_sent_at(last_sent) < SEND_INTERVAL:
             return False
         async with self._db.write() as session:
             # A reset while opted in starts a new identity with the next heartbeat.

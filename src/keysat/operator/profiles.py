@@ -70,12 +70,12 @@ def clean_http_url(field: str, value: str) -> str | None:
     text = _text(field, value, URL_MAX)
     if text is None:
         return None
-    parts = urlsplit(text)
-    if (
-        parts.scheme.lower() not in ("http", "https")
-        or not parts.hostname
-        or any(ch.isspace() or ord(ch) < 0x20 for ch in text)
-    ):
+    try:
+        parts = urlsplit(text)
+        absolute = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # a malformed authority, such as an unclosed IPv6 bracket
+        absolute = False
+    if not absolute or any(ch.isspace() or ord(ch) < 0x20 for ch in text):
         raise bad_request(f"field '{field}' must be an absolute http(s) URL")
     return text
 

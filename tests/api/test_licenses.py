@@ -18,6 +18,7 @@ from keysat.clock import clock
 from keysat.keys import FLAG_TRIAL, load_public_key_pem, verify_key
 from keysat.licensing.models import License
 from keysat.operator.models import AuditEntry
+from keysat.subscriptions.models import Subscription
 from support import (
     ADMIN,
     ADMIN_KEY,
@@ -804,15 +805,33 @@ async def test_search_by_invoice_id(server: Any, acme: dict[str, Any]) -> None:
         )
 
     purchase = invoice("purchase", "sbx_purchase_1", None)
+    policy = await create_policy(server, "acme", "monthly")
+    subscription = Subscription(
+        id=str(uuid.uuid4()),
+        license_id=first["license_id"],
+        policy_id=policy["id"],
+        product_id=acme["id"],
+        status="active",
+        period_days=30,
+        listed_currency="SAT",
+        listed_value=1000,
+        started_at=T0,
+        current_period_start=T0,
+        current_period_end=T0,
+        created_at=T0,
+        updated_at=T0,
+    )
     renewal = invoice(
         "renewal",
         "btc-renewal-2",
         first["license_id"],
-        subscription_id=str(uuid.uuid4()),
+        subscription_id=subscription.id,
         cycle_number=2,
     )
     tier_change = invoice("tier_change", "zap-order-9", second["license_id"])
     async with server.state.db.write() as session:
+        session.add(subscription)
+        await session.flush()
         session.add_all([purchase, renewal, tier_change])
         await session.flush()
         await session.execute(

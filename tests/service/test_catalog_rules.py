@@ -298,7 +298,8 @@ def test_public_order_and_filter() -> None:
         policy("off", active=False, price_sats_override=0),
         policy("old", archived_at=T0, price_sats_override=0),
     ]
-    body = service.public_tiers_json(base, policies)
+    listed = service.public_tier_order(base, [p for p in policies if service.is_purchasable(p)])
+    body = service.public_tiers_json(base, listed, {})
     assert [tier["slug"] for tier in body["policies"]] == ["cheap", "b", "c", "a"]
     assert body["product"]["entitlements_catalog"] == []
 

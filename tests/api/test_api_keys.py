@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from access_support import bearer, create_key, key_row
 from fakes.btcpay import FakeBTCPay
 from keysat.access.models import ScopedApiKey
-from keysat.clock import clock
 from keysat.payments.models import BTCPayAuthorizeState
 from keysat.wire import new_id, parse_ts
 from support import (
@@ -80,8 +79,13 @@ async def test_two_keys_never_share_a_token(server: Any) -> None:
 
 async def test_the_list_is_newest_first_and_keeps_revoked_keys(server: Any) -> None:
     old = await create_key(server, "read-only", label="old")
-    clock.advance(timedelta(seconds=1))
     new = await create_key(server, "merchant-onboard", ["payment_providers:write"], label="new")
+    # Created a minute apart, whatever the clock's resolution.
+    earlier = (await key_row(server, old["id"])).created_at - timedelta(minutes=1)
+    async with server.state.db.write() as session:
+        await session.execute(
+            sa.update(ScopedApiKey).where(ScopedApiKey.id == old["id"]).values(created_at=earlier)
+        )
     assert new["scopes"] == ["payment_providers:write"]
     assert (await server.admin_delete(f"{KEYS}/{old['id']}")).status_code == 200
     listed = (await server.admin_get(KEYS)).json()["api_keys"]

@@ -71,10 +71,11 @@ async def test_jobs_are_listed_in_the_spec_order_with_empty_history(server) -> N
         "renewals",
         "webhook_delivery",
         "redemption_reaper",
+        "session_reaper",
         "self_license_refresh",
         "community_heartbeat",
     ]
-    assert [job["interval_seconds"] for job in jobs] == [60, 60, 5, 300, 3600, 86400]
+    assert [job["interval_seconds"] for job in jobs] == [60, 60, 5, 300, 3600, 3600, 86400]
     for job in jobs:
         assert set(job) == JOB_FIELDS
         assert job["last_started_at"] is None and job["last_status"] is None

@@ -1,5 +1,5 @@
 """Service information, liveness, the audit log, the background jobs view, operator
-settings, community analytics, and the tier and self-license."""
+settings, community analytics, the tier and self-license, and db-info."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from keysat.access.actor import Actor
 from keysat.access.routes import require_master, require_scope
 from keysat.clock import clock
 from keysat.operator import community, schemas, tiering
+from keysat.operator.dbinfo import db_info
 from keysat.operator.service import (
     OPERATOR_NAME,
     effective_operator_name,
@@ -181,3 +182,11 @@ async def refresh_self_license(
     request: Request, actor: Actor = require_scope("tier:read")
 ) -> JSONResponse:
     return respond(tiering.tagged(await app_state(request).self_license.refresh()))
+
+
+# --- db-info (admin-api.md 19.1) -----------------------------------------------------------
+
+
+@router.get("/v1/admin/db-info", response_model=schemas.DbInfo)
+async def database_info(request: Request, actor: Actor = require_master()) -> JSONResponse:
+    return respond(await db_info(app_state(request).db))

@@ -269,3 +269,26 @@ class Activated(BaseModel):
     ok: bool
     tier: SelfLicenseOut
     message: str
+
+
+# --- db-info (admin-api.md 19.1) -----------------------------------------------------------
+
+
+class DbCounts(BaseModel):
+    products: int
+    policies: int
+    licenses_total: int
+    licenses_active: int
+    invoices_total: int
+    invoices_settled: int
+    machines_active: int
+    discount_codes: int
+    audit_log: int
+
+
+class DbInfo(BaseModel):
+    db_engine: str
+    db_path: str
+    db_size_bytes: int
+    last_write_at: str | None
+    counts: DbCounts

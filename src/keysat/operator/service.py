@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keysat.access.actor import Actor
-from keysat.clock import now
+from keysat.clock import clock, now
 from keysat.errors import bad_request
 from keysat.operator.models import AuditEntry, MerchantProfile, Setting
 
@@ -37,7 +37,9 @@ def record_audit(
             request_ip=actor.request_ip,
             user_agent=actor.user_agent,
             details=details,
-            occurred_at=now(),
+            # Audit times are operational: the system clock, which the sandbox test clock
+            # never moves (billing.md 9.3).
+            occurred_at=clock.real_now(),
         )
     )
 

@@ -49,23 +49,77 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class PgDatabase:
+    """One migrated PostgreSQL database per test process, wiped back to its migrated state
+    before each test: creating and dropping a database per test cost far more than the
+    tests themselves."""
+
+    name: str
+    tables: tuple[str, ...]
+    seed: tuple[tuple[str, tuple[str, ...], tuple[Any, ...]], ...]
+
+
+async def _pg_snapshot(dsn: str, name: str) -> PgDatabase:
+    connection = await asyncpg.connect(dsn)
+    try:
+        tables = tuple(
+            row["tablename"]
+            for row in await connection.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'alembic_version' ORDER BY tablename"
+            )
+        )
+        seed = []
+        for table in tables:
+            for record in await connection.fetch(f'SELECT * FROM "{table}"'):  # noqa: S608
+                seed.append((table, tuple(record.keys()), tuple(record.values())))
+    finally:
+        await connection.close()
+    return PgDatabase(name=name, tables=tables, seed=tuple(seed))
+
+
+async def _pg_reset(dsn: str, database: PgDatabase) -> None:
+    """Every row gone, the migration's own rows back, every sequence from 1."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        async with connection.transaction():
+            # Replica mode skips foreign-key triggers, so the order of deletes is free.
+            await connection.execute("SET LOCAL session_replication_role = replica")
+            for table in database.tables:
+                await connection.execute(f'DELETE FROM "{table}"')  # noqa: S608
+            for table, columns, values in database.seed:
+                names = ", ".join(f'"{column}"' for column in columns)
+                marks = ", ".join(f"${index}" for index in range(1, len(values) + 1))
+                await connection.execute(
+                    f'INSERT INTO "{table}" ({names}) VALUES ({marks})',  # noqa: S608
+                    *values,
+                )
+            await connection.execute(
+                "SELECT setval(c.oid, 1, false) FROM pg_class c WHERE c.relkind = 'S'"
+            )
+    finally:
+        await connection.close()
+
+
 @pytest.fixture(scope="session")
-def pg_template() -> Iterator[str | None]:
+def pg_database() -> Iterator[PgDatabase | None]:
     if not PG_URL:
         yield None
         return
-    name = f"keysat_tpl_{uuid.uuid4().hex[:8]}"
+    name = f"keysat_t_{uuid.uuid4().hex[:12]}"
 
-    async def build() -> None:
+    async def build() -> PgDatabase:
         admin = await asyncpg.connect(_asyncpg_dsn(PG_URL))
         await admin.execute(f'CREATE DATABASE "{name}"')
         await admin.close()
         db = Database(_asyncpg_dsn(PG_URL, name).replace("postgresql://", "postgresql+asyncpg://"))
         await db.migrate()
         await db.dispose()
+        return await _pg_snapshot(_asyncpg_dsn(PG_URL, name), name)
 
-    asyncio.run(build())
-    yield name
+    database = asyncio.run(build())
+    yield database
 
     async def drop() -> None:
         admin = await asyncpg.connect(_asyncpg_dsn(PG_URL))
@@ -76,28 +130,19 @@ def pg_template() -> Iterator[str | None]:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path, sqlite_template: Path, pg_template: str | None) -> Iterator[str]:
-    """A fresh, migrated database for one test; the URL in KEYSAT_DATABASE_URL form."""
-    if pg_template is None or PG_URL is None:
+def database_url(
+    tmp_path: Path, sqlite_template: Path, pg_database: PgDatabase | None
+) -> Iterator[str]:
+    """A migrated database holding nothing but what the migrations put there; the URL in
+    KEYSAT_DATABASE_URL form."""
+    if pg_database is None or PG_URL is None:
         path = tmp_path / "keysat.db"
         shutil.copy(sqlite_template, path)
         yield f"sqlite:///{path}"
         return
-    name = f"keysat_t_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        admin = await asyncpg.connect(_asyncpg_dsn(PG_URL))
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-        await admin.close()
-
-    async def drop() -> None:
-        admin = await asyncpg.connect(_asyncpg_dsn(PG_URL))
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-    asyncio.run(create())
-    yield _asyncpg_dsn(PG_URL, name)
-    asyncio.run(drop())
+    dsn = _asyncpg_dsn(PG_URL, pg_database.name)
+    asyncio.run(_pg_reset(dsn, pg_database))
+    yield dsn
 
 
 @pytest.fixture

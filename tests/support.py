@@ -20,6 +20,8 @@ from keysat.wire import new_id
 
 ADMIN_KEY = "test-admin-key-0123456789abcdefghijklmnop"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+# A well-formed id no row has. Fixed, so that every test worker collects the same tests.
+UNKNOWN_ID = "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"
 # Stands in for Keysat's trust root: in-process servers verify self-licenses against it.
 TRUST_KEY = generate_private_key()
 

@@ -1,9 +1,11 @@
 """`make test`: lint, types, then the whole suite on SQLite and again on PostgreSQL.
 
-The browser tests (Playwright driving Debian's Chromium) run in the SQLite leg only: they
-exercise pages, not the database, and a second run would only double their time. Legs that
-cannot run on this machine are named with the reason; under CI (CI=true) a missing
-PostgreSQL or a missing Chromium is a failure, never a skip.
+The browser tests (Playwright driving Debian's Chromium) and the unit tests of pure code
+run in the SQLite leg only: they exercise pages and functions, not the database, and a
+second run would only double their time. Each leg spreads its tests over one worker process
+per CPU (pytest-xdist), keeping a module's tests together so a module's server starts once.
+Legs that cannot run on this machine are named with the reason; under CI (CI=true) a
+missing PostgreSQL or a missing Chromium is a failure, never a skip.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ BIN = Path(sys.executable).parent
 PG_URL = os.environ.get("KEYSAT_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHROMIUM = Path("/usr/bin/chromium")
 NOT_BROWSER = ["-m", "not browser"]
+NOT_UNIT = ["--ignore=tests/unit"]
+PARALLEL = ["-n", "auto", "--dist", "loadscope"]
 
 
 def run(title: str, command: list[str], env: dict[str, str] | None = None) -> bool:
@@ -42,7 +46,8 @@ def pytest_leg(
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.xml"
         env = {**os.environ, **extra_env}
-        ok = run(title, [str(BIN / "pytest"), "-q", f"--junitxml={report}", *options], env)
+        command = [str(BIN / "pytest"), "-q", *PARALLEL, f"--junitxml={report}", *options]
+        ok = run(title, command, env)
         if report.exists():
             suite = ET.parse(report).getroot()  # noqa: S314
             node = suite if suite.tag == "testsuite" else suite[0]
@@ -62,7 +67,7 @@ def pytest_leg(
 def main() -> int:
     in_ci = os.environ.get("CI", "").lower() == "true"
     results: dict[str, bool] = {}
-    notes: list[str] = []
+    notes: list[str] = ["unit tests of pure code: run in the SQLite leg only"]
     totals = {"passed": 0, "failed": 0, "skipped": 0}
 
     results["ruff"] = run("ruff", [str(BIN / "ruff"), "check", "src", "tests", "bench", "tools"])
@@ -84,10 +89,10 @@ def main() -> int:
 
     if postgres_reachable():
         results["postgresql"] = pytest_leg(
-            "pytest on PostgreSQL (without the browser tests)",
+            "pytest on PostgreSQL (without the browser and unit tests)",
             {"KEYSAT_TEST_DATABASE_URL": PG_URL},
             totals,
-            NOT_BROWSER,
+            [*NOT_BROWSER, *NOT_UNIT],
         )
     elif in_ci:
         print("\nPostgreSQL leg: no server on 127.0.0.1:5432, and CI never skips it.")

@@ -19,6 +19,7 @@ from keysat.subscriptions.models import Subscription
 from keysat.wire import new_id
 from support import (
     ADMIN,
+    UNKNOWN_ID,
     assert_error,
     audit_rows,
     connect_btcpay_row,
@@ -319,7 +320,7 @@ async def test_get_adds_providers_preferences_and_counts(
     assert detail["active_subscription_count"] == 0
 
 
-@pytest.mark.parametrize("unknown", [new_id(), "not-a-uuid", "0" * 32])
+@pytest.mark.parametrize("unknown", [UNKNOWN_ID, "not-a-uuid", "0" * 32])
 async def test_unknown_profiles_are_404_everywhere(pro: Any, unknown: str) -> None:
     path = f"{PROFILES}/{unknown}"
     message = f"not found: merchant profile '{unknown}'"

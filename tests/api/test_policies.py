@@ -17,8 +17,7 @@ from keysat.catalog.models import Policy
 from keysat.licensing.models import License
 from keysat.operator.models import AuditEntry
 from keysat.webhooks.models import WebhookEvent
-from keysat.wire import new_id
-from support import ADMIN, add_invoice, add_license, audit_rows
+from support import ADMIN, UNKNOWN_ID, add_invoice, add_license, audit_rows
 
 POLICY_KEYS = {
     "id",
@@ -520,7 +519,7 @@ async def test_refused_patch_changes_nothing(server: Any) -> None:
     assert await audit_rows(server, "policy.update") == []
 
 
-@pytest.mark.parametrize("policy_id", ["nope", "1234", new_id()])
+@pytest.mark.parametrize("policy_id", ["nope", "1234", UNKNOWN_ID])
 async def test_unknown_policy_ids_are_404(server: Any, policy_id: str) -> None:
     response = await server.admin_patch(f"/v1/admin/policies/{policy_id}", {"name": "X"})
     assert response.status_code == 404

@@ -22,7 +22,7 @@ from keysat.licensing.models import License, Machine, ValidationLog
 from keysat.operator.models import MerchantProfile
 from keysat.webhooks.models import WebhookEvent
 from keysat.wire import new_id
-from support import ADMIN, add_invoice, add_license, audit_rows
+from support import ADMIN, UNKNOWN_ID, add_invoice, add_license, audit_rows
 
 DEFAULT_PROFILE = "00000000-0000-4000-8000-000000000001"
 PRODUCT_KEYS = {
@@ -403,7 +403,7 @@ async def test_merchant_profile_is_set_cleared_and_checked(server: Any) -> None:
     assert row.merchant_profile_id == other
 
 
-@pytest.mark.parametrize("profile_id", [new_id(), "not-a-uuid"])
+@pytest.mark.parametrize("profile_id", [UNKNOWN_ID, "not-a-uuid"])
 async def test_create_with_unknown_merchant_profile_leaves_nothing_behind(
     server: Any, profile_id: str
 ) -> None:

@@ -314,7 +314,7 @@ def create_app(state: AppState) -> FastAPI:
         state.write_behind.start()
         state.sandbox_clock.start()
         # Every process follows activations made through another, workers or not.
-        state.self_license.start()
+        state.self_license.follower.start()
         if state.settings.workers:
             state.jobs.start()
         try:
@@ -322,7 +322,7 @@ def create_app(state: AppState) -> FastAPI:
         finally:
             await state.jobs.stop()
             await state.sandbox_clock.stop()
-            await state.self_license.stop()
+            await state.self_license.follower.stop()
             await state.write_behind.stop()
             await state.http.aclose()
             state.key_reader.close()

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from keysat.errors import bad_request
 
@@ -193,6 +193,13 @@ def json_body(model: type[M], *, allow_empty: bool = False) -> Any:
 
     setattr(dependency, BODY_MODEL_ATTR, model)
     return Depends(dependency)
+
+
+class StrictModel(BaseModel):
+    """A request body: JSON types are never coerced, unknown fields are ignored
+    (public-api.md 1.2)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
 
 
 class OkResponse(BaseModel):

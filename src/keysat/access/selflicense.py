@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keysat.background import Repeating
 from keysat.clock import clock
 from keysat.db import Database
 from keysat.keys import KeyFormatError, KeySignatureError, ParsedKey, unix_seconds, verify_key
@@ -128,7 +128,7 @@ class SelfLicensing:
         self._seen_stamp: datetime | None = None
         self._refreshed_at: datetime | None = None
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self.follower = Repeating("self-license-notice", NOTICE_SECONDS, self.notice_now)
 
     async def refresh(self) -> SelfLicense:
         async with self._lock:
@@ -150,23 +150,8 @@ class SelfLicensing:
         await self.refresh()
         return True
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name="self-license-notice")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _follow(self) -> None:
-        while True:
-            await asyncio.sleep(NOTICE_SECONDS)
-            try:
-                await self.notice(clock.real_now())
-            except Exception:
-                log.exception("self-license check failed; trying again later")
+    async def notice_now(self) -> bool:
+        return await self.notice(clock.real_now())
 
     @staticmethod
     async def _stored_stamp(session: AsyncSession) -> datetime | None:

@@ -75,6 +75,13 @@ def would_be_trial(policy: Policy | None) -> bool:
     )
 
 
+def trial_limited_email(policy: Policy | None, email: str | None) -> str | None:
+    """The e-mail the one-trial-per-buyer rule applies to, when it applies (1.11)."""
+    if email and would_be_trial(policy) and not (policy is not None and policy.allow_repeat_trials):
+        return email
+    return None
+
+
 @dataclass(frozen=True)
 class Priced:
     """A resolved product and tier, with the tier's price in sats now."""
@@ -327,13 +334,7 @@ class Purchases:
             profile = await profile_for(session, product.merchant_profile_id)
             assert profile is not None
         redirect = await checked_redirect(self._db, self._settings, body.redirect_url)
-        trial_email = (
-            email
-            if would_be_trial(policy)
-            and email
-            and not (policy is not None and policy.allow_repeat_trials)
-            else None
-        )
+        trial_email = trial_limited_email(policy, email)
         if trial_email is not None:
             async with self._db.read() as session:
                 if await trial_used_by_email(session, product.id, trial_email):
@@ -500,13 +501,7 @@ class Purchases:
             raise bad_request(
                 "this code requires payment — use the standard purchase flow with the code applied"
             )
-        trial_email = (
-            email
-            if would_be_trial(policy)
-            and email
-            and not (policy is not None and policy.allow_repeat_trials)
-            else None
-        )
+        trial_email = trial_limited_email(policy, email)
         invoice, row, key, redemption = await self._redeem(
             product, policy, code, email, blank_to_none(body.buyer_note), trial_email
         )

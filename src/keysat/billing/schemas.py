@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from keysat.wire import StrictModel
 
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 STRING_MAX = 1024
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
 
 
 # --- public requests ------------------------------------------------------------------------

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from keysat.licensing.models import License, Machine
-from keysat.wire import format_optional_ts, format_ts
+from keysat.wire import StrictModel, format_optional_ts, format_ts
 
 KEY_MAX = 131_072
 STRING_MAX = 1024
 REASON_MAX = 1000
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
 
 
 class ValidateRequest(StrictModel):

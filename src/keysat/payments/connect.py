@@ -83,6 +83,17 @@ async def provider_of_kind(
     return (await session.execute(query)).scalar_one_or_none()
 
 
+def second_provider(profile: MerchantProfile, kind: str) -> ApiError:
+    label = "BTCPay" if kind == "btcpay" else "Zaprite"
+    return conflict(f"merchant profile '{profile.name}' already has a {label} provider")
+
+
+async def refuse_second(session: AsyncSession, profile: MerchantProfile, kind: str) -> None:
+    """At most one provider of each kind per merchant profile."""
+    if await provider_of_kind(session, profile.id, kind) is not None:
+        raise second_provider(profile, kind)
+
+
 def webhook_url(settings: Settings, kind: str, provider_id: str) -> str:
     return f"{settings.public_url}/v1/{kind}/webhook/{provider_id}"
 
@@ -101,8 +112,7 @@ async def btcpay_connect_start(
         raise no_provider_configured("BTCPAY_URL is not set")
     async with db.write() as session:
         profile = await profile_or_404(session, profile_id)
-        if await provider_of_kind(session, profile.id, "btcpay") is not None:
-            raise conflict(f"merchant profile '{profile.name}' already has a BTCPay provider")
+        await refuse_second(session, profile, "btcpay")
         at = clock.real_now()
         await session.execute(
             sa.delete(BTCPayAuthorizeState).where(
@@ -191,8 +201,7 @@ async def btcpay_callback(
         profile = await session.get(MerchantProfile, state.merchant_profile_id)
         if profile is None:
             raise bad_request("the merchant profile of this connect was deleted")
-        if await provider_of_kind(session, profile.id, "btcpay") is not None:
-            raise conflict(f"merchant profile '{profile.name}' already has a BTCPay provider")
+        await refuse_second(session, profile, "btcpay")
     client = BTCPayClient(providers.http, settings.btcpay.url, api_key)
     try:
         stores = [store for store in await client.list_stores() if isinstance(store.get("id"), str)]
@@ -227,8 +236,7 @@ async def btcpay_callback(
         id=state.initiator_actor_id,
     )
     async with db.write() as session:
-        if await provider_of_kind(session, profile.id, "btcpay") is not None:
-            raise conflict(f"merchant profile '{profile.name}' already has a BTCPay provider")
+        await refuse_second(session, profile, "btcpay")
         session.add(
             PaymentProvider(
                 id=provider_id,
@@ -253,9 +261,7 @@ async def btcpay_callback(
             await session.flush()
         except sa.exc.IntegrityError:
             # A concurrent connect of the same profile committed first (PostgreSQL).
-            raise conflict(
-                f"merchant profile '{profile.name}' already has a BTCPay provider"
-            ) from None
+            raise second_provider(profile, "btcpay") from None
         action = (
             "payment_provider.connect_scoped"
             if state.scoped_initiator
@@ -421,8 +427,7 @@ async def zaprite_connect(
         profile = await profile_or_404(session, profile_id)
         # The label is part of the body checks, which come before the 409 (admin-api.md 11.4).
         chosen_label = clean_label(label, f"Zaprite — {profile.name}")
-        if await provider_of_kind(session, profile.id, "zaprite") is not None:
-            raise conflict(f"merchant profile '{profile.name}' already has a Zaprite provider")
+        await refuse_second(session, profile, "zaprite")
     try:
         await ZapriteClient(providers.http, base, key).ping()
     except UpstreamError as exc:
@@ -430,8 +435,7 @@ async def zaprite_connect(
     provider_id = new_id()
     at = now()
     async with db.write() as session:
-        if await provider_of_kind(session, profile.id, "zaprite") is not None:
-            raise conflict(f"merchant profile '{profile.name}' already has a Zaprite provider")
+        await refuse_second(session, profile, "zaprite")
         session.add(
             PaymentProvider(
                 id=provider_id,

@@ -6,16 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from keysat.errors import bad_request
-from keysat.wire import parse_json_object, validate_model
+from keysat.wire import StrictModel, parse_json_object, validate_model
 
 STRING_MAX = 1024
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
 
 
 class BTCPayConnectBody(StrictModel):

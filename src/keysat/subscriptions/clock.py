@@ -3,21 +3,17 @@ every process through the settings table and re-read by each at most once a seco
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keysat.background import Repeating
 from keysat.clock import clock, now
 from keysat.db import Database
 from keysat.operator.models import Setting
 from keysat.operator.service import get_setting, put_setting
 from keysat.wire import format_ts
-
-log = logging.getLogger(__name__)
 
 OFFSET_SETTING = "sandbox_clock_offset_seconds"
 REFRESH_SECONDS = 1.0
@@ -41,7 +37,7 @@ class SandboxClock:
     def __init__(self, db: Database, enabled: bool) -> None:
         self._db = db
         self.enabled = enabled
-        self._task: asyncio.Task[None] | None = None
+        self._follower = Repeating("sandbox-clock", REFRESH_SECONDS, self.load)
 
     async def load(self) -> None:
         """Adopt the shared offset (another process may have moved it)."""
@@ -64,19 +60,7 @@ class SandboxClock:
 
     def start(self) -> None:
         if self.enabled:
-            self._task = asyncio.create_task(self._follow(), name="sandbox-clock")
+            self._follower.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _follow(self) -> None:
-        while True:
-            await asyncio.sleep(REFRESH_SECONDS)
-            try:
-                await self.load()
-            except Exception:
-                log.exception("could not read the sandbox clock offset")
+        await self._follower.stop()

@@ -3,15 +3,13 @@ admin-api.md 5.9, 9, 21.6)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from keysat.wire import StrictModel
 
 KEY_MAX = 131_072
 STRING_MAX = 1024
 REASON_MAX = 1000
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
 
 
 class CancelRequest(StrictModel):

@@ -67,6 +67,9 @@ from keysat.subscriptions.jobs import RenewalWorker, SavedCardCapture, subscript
 from keysat.subscriptions.routes import admin_router as subscriptions_admin_router
 from keysat.subscriptions.routes import public_router as subscriptions_public_router
 from keysat.subscriptions.upgrades import TierChanges
+from keysat.web.admin.routes import form_refused, login_required
+from keysat.web.admin.routes import router as admin_ui_router
+from keysat.web.admin.shell import FormRefused, LoginRequired
 from keysat.web.pages import router as pages_router
 from keysat.web.routes import router as buyer_pages_router
 from keysat.webhooks.jobs import webhook_jobs
@@ -95,6 +98,8 @@ ROUTERS = (
     access_login_router,
     pages_router,
     buyer_pages_router,
+    # Last: its catch-all answers unknown /admin/ paths with the admin 404 page.
+    admin_ui_router,
 )
 
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -152,6 +157,9 @@ def _error_response(error: ApiError) -> JSONResponse:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(LoginRequired, login_required)
+    app.add_exception_handler(FormRefused, form_refused)
+
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return _error_response(exc)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 
 from keysat.access import schemas, webui
@@ -27,19 +28,29 @@ from keysat.access.service import (
 from keysat.access.sessions import (
     clearing_cookie,
     cookie_token,
+    media_type,
     origin_allowed,
     parse_origin,
+    safe_next,
     session_cookie,
 )
-from keysat.errors import forbidden, rate_limited
+from keysat.errors import ApiError, forbidden, rate_limited
 from keysat.state import AppState, app_state
-from keysat.wire import OkResponse, documents_body, json_body, parse_json_object, respond
+from keysat.wire import (
+    OkResponse,
+    documents_body,
+    json_body,
+    parse_json_object,
+    read_body,
+    respond,
+)
 
 GATE_ATTR = "__keysat_gate__"
 MASTER_GATE = "master"
 PROVIDER_CONNECT_GATE = "provider-connect"
 LOGIN_LIMIT = "login"
 LOGIN_BUCKET = "web_login"
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 
 admin_router = APIRouter()
 login_router = APIRouter()
@@ -170,34 +181,83 @@ def _origin_refused(request: Request, state: AppState) -> bool:
     return parsed is None or not origin_allowed(parsed, state.sessions.public_origin, host)
 
 
+def _is_form(request: Request) -> bool:
+    return media_type(request.headers.get("content-type")) == FORM_MEDIA_TYPE
+
+
+async def _form_fields(request: Request) -> dict[str, str]:
+    try:
+        text = (await read_body(request)).decode("utf-8")
+    except UnicodeDecodeError:
+        return {}
+    return {name: values[0] for name, values in parse_qs(text, keep_blank_values=True).items()}
+
+
+def _login_page_redirect(next_path: str, method: str, error: str, retry_after: int = 0) -> Response:
+    """The login page again, naming what went wrong by code, never by echoing input."""
+    query = {"next": next_path, "method": method, "error": error}
+    if retry_after:
+        query["retry"] = str(retry_after)
+    return _no_store(RedirectResponse(f"/admin/login?{urlencode(query)}", status_code=303))
+
+
 @login_router.post("/admin/login", status_code=204, response_class=Response)
 @documents_body(schemas.LoginBody)
 async def login(request: Request) -> Response:
+    """JSON answers 204 with the cookie; the login page's form post (web.md 11.1) answers
+    303 to its `next` path, or back to the login page naming the failure."""
     state = app_state(request)
     if _origin_refused(request, state):
         raise forbidden()
+    form = await _form_fields(request) if _is_form(request) else None
+    next_path = safe_next((form or {}).get("next"))
+    method_hint = "api_key" if form is not None and "api_key" in form else "password"
     address = client_address(request, state.settings.trusted_proxies) or "unknown"
     decision = await state.rate_limiter.take(LOGIN_LIMIT, address, bucket_kind=LOGIN_BUCKET)
     if not decision.allowed:
+        if form is not None:
+            return _login_page_redirect(
+                next_path, method_hint, "rate_limited", decision.retry_after
+            )
         raise rate_limited(
             "too many login attempts; try again in a few minutes", decision.retry_after
         )
-    method, secret = webui.login_credentials(await parse_json_object(request, allow_empty=False))
+    fields: dict[str, Any] = (
+        {name: form[name] for name in ("password", "api_key") if name in form}
+        if form is not None
+        else await parse_json_object(request, allow_empty=False)
+    )
     actor = request_actor(request, state.settings, "web_ui")
-    token = await webui.login(state.db, state.sessions, state.master_key, actor, method, secret)
-    response = Response(status_code=204)
+    try:
+        method, secret = webui.login_credentials(fields)
+        token = await webui.login(state.db, state.sessions, state.master_key, actor, method, secret)
+    except ApiError as exc:
+        if form is None:
+            raise
+        error = {401: "wrong", 503: "no_password"}.get(exc.status, "bad_request")
+        return _login_page_redirect(next_path, method_hint, error)
+    response: Response = (
+        RedirectResponse(next_path, status_code=303)
+        if form is not None
+        else Response(status_code=204)
+    )
     response.headers["Set-Cookie"] = session_cookie(token, state.settings.cookie_secure)
     return _no_store(response)
 
 
 @login_router.post("/admin/logout", status_code=204, response_class=Response)
 async def logout(request: Request) -> Response:
+    """The sign-out button posts a form and lands on the login page; JSON answers 204."""
     state = app_state(request)
     row = await state.sessions.stored(request)
     if row is not None:
         await state.sessions.check_csrf(request, row)
         await state.sessions.delete(row.id)
-    response = Response(status_code=204)
+    response: Response = (
+        RedirectResponse("/admin/login?signed_out=1", status_code=303)
+        if _is_form(request)
+        else Response(status_code=204)
+    )
     response.headers["Set-Cookie"] = clearing_cookie(state.settings.cookie_secure)
     return _no_store(response)
 

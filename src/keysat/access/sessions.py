@@ -127,6 +127,19 @@ def origin_allowed(origin: Origin, public_origin: str, host: str | None) -> bool
     return host is not None and same_host(origin, host)
 
 
+def safe_next(value: str | None) -> str:
+    """web.md 3.4: only a path under /admin/ on this origin; anything else is ignored."""
+    if (
+        value
+        and value.startswith("/admin/")
+        and not value.startswith("//")
+        and "\\" not in value
+        and not any(ord(char) < 0x20 for char in value)
+    ):
+        return value
+    return "/admin/"
+
+
 def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -267,3 +267,27 @@ def shorten(text: str, limit: int = 200) -> str:
         return clean
     cut = clean[:limit].rsplit(" ", 1)[0] or clean[:limit]
     return cut.rstrip(" ,.;:") + "…"
+
+
+# --- admin UI -------------------------------------------------------------------------------
+
+
+def utc_text(value: str | datetime) -> str:
+    """An RFC 3339 time as the admin shows it without JavaScript (web.md 2.5): absolute UTC."""
+    if isinstance(value, datetime):
+        at = value
+    else:
+        try:
+            at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    return format_date_time(at.astimezone(UTC) if at.tzinfo else at)
+
+
+def thousands(value: int) -> str:
+    return f"{value:,}"
+
+
+def dom_id(text: str) -> str:
+    """An element id derived from a URL path, for label and dialog references."""
+    return "d-" + re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")

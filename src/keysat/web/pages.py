@@ -17,7 +17,15 @@ from starlette.requests import Request
 
 from keysat import __version__
 from keysat.errors import not_found
-from keysat.web.format import DEFAULT_BRAND, script_json, text_on
+from keysat.web.format import (
+    DEFAULT_BRAND,
+    dom_id,
+    format_money,
+    script_json,
+    text_on,
+    thousands,
+    utc_text,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -85,7 +93,9 @@ environment = Environment(
     lstrip_blocks=True,
 )
 environment.globals.update(asset=asset_url, version=__version__)
-environment.filters["page_data"] = page_data
+environment.filters.update(
+    page_data=page_data, utc_text=utc_text, thousands=thousands, dom_id=dom_id, money=format_money
+)
 
 router = APIRouter()
 

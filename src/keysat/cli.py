@@ -150,6 +150,7 @@ def serve(
         f"{buy_lines}"
         f"  API:        {base}/\n"
         f"  Public key: {base}/v1/pubkey\n"
+        f"  Admin UI:   {pages}/admin/  (sign in with the admin key)\n"
         f"  Admin API:  {base}/v1/admin/  (Authorization: Bearer <admin key>)\n"
         f"  Admin key file: {settings.admin_key_file}",
         err=True,

@@ -8,16 +8,12 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
-from pydantic import BaseModel
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +23,6 @@ from keysat import __version__
 from keysat.access.jobs import access_jobs
 from keysat.access.ratelimit import RateLimiter
 from keysat.access.routes import admin_router as access_admin_router
-from keysat.access.routes import declared_gate
 from keysat.access.routes import login_router as access_login_router
 from keysat.access.selflicense import SelfLicensing
 from keysat.access.selflicense import trust_root as embedded_trust_root
@@ -53,6 +48,7 @@ from keysat.licensing.machines import MachineEndpoints
 from keysat.licensing.routes import admin_router as licensing_admin_router
 from keysat.licensing.routes import public_router as licensing_public_router
 from keysat.licensing.validation import Validator
+from keysat.openapi import build_openapi
 from keysat.operator.community import CommunityHeartbeat
 from keysat.operator.profile_routes import router as merchant_profiles_router
 from keysat.operator.routes import router as operator_router
@@ -74,7 +70,6 @@ from keysat.web.pages import router as pages_router
 from keysat.web.routes import router as buyer_pages_router
 from keysat.webhooks.jobs import webhook_jobs
 from keysat.webhooks.routes import admin_router as webhooks_admin_router
-from keysat.wire import BODY_MODEL_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -191,57 +186,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error_response(internal_error(reference))
 
 
-def _body_model(route: APIRoute) -> type[BaseModel] | None:
-    documented = getattr(route.endpoint, BODY_MODEL_ATTR, None)
-    if documented is not None:
-        return documented  # type: ignore[no-any-return]
-    pending = list(route.dependant.dependencies)
-    while pending:
-        dependant = pending.pop()
-        model = getattr(dependant.call, BODY_MODEL_ATTR, None)
-        if model is not None:
-            return model  # type: ignore[no-any-return]
-        pending.extend(dependant.dependencies)
-    return None
-
-
-def build_openapi(app: FastAPI) -> dict[str, Any]:
-    """OpenAPI 3.1 from the routes; request bodies come from the models our parser uses."""
-    document = get_openapi(
-        title="Keysat", version=__version__, openapi_version="3.1.0", routes=app.routes
-    )
-    components = document.setdefault("components", {})
-    schemas = components.setdefault("schemas", {})
-    components["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
-    routes = [route for router in ROUTERS for route in router.routes]
-    for route in routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
-            continue
-        model = _body_model(route)
-        for method in route.methods or ():
-            operation = document["paths"][route.path_format][method.lower()]
-            operation["security"] = (
-                [{"bearerAuth": []}] if route.path_format.startswith("/v1/admin") else []
-            )
-            gate = declared_gate(route)
-            if gate is not None:
-                # What a scoped key needs here: a scope, `master` or `provider-connect`.
-                operation["x-keysat-gate"] = gate
-            if model is not None:
-                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                schemas.update(schema.pop("$defs", {}))
-                schemas[model.__name__] = schema
-                operation["requestBody"] = {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
-                        }
-                    },
-                }
-    return document
-
-
 async def prepare(state: AppState) -> None:
     """Everything that must succeed before the first request: schema and signing key."""
     await state.db.migrate()
@@ -350,7 +294,7 @@ def create_app(state: AppState) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
 
-    @app.get("/v1/openapi.json", include_in_schema=False)
+    @app.get("/v1/openapi.json")
     async def openapi_document() -> JSONResponse:
         if app.openapi_schema is None:
             app.openapi_schema = build_openapi(app)

@@ -22,6 +22,9 @@ from keysat.errors import bad_request
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 BODY_MODEL_ATTR = "__keysat_body_model__"
+BODY_MEDIA_ATTR = "__keysat_body_media__"
+BODY_OPTIONAL_ATTR = "__keysat_body_optional__"
+ERRORS_ATTR = "__keysat_errors__"
 
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -175,11 +178,34 @@ async def parse_body(request: Request, model: type[M], *, allow_empty: bool = Fa
     return validate_model(model, await parse_json_object(request, allow_empty=allow_empty))
 
 
-def documents_body(model: type[BaseModel]) -> Callable[[F], F]:
-    """Name the body model of a handler that parses its own body, for the OpenAPI document."""
+def documents_body(
+    shape: type[BaseModel] | dict[str, Any],
+    media_type: str = "application/json",
+    *,
+    optional: bool = False,
+) -> Callable[[F], F]:
+    """Name the body of a handler that parses its own, for the OpenAPI document: a model,
+    or a plain JSON schema for a body no model describes (raw PEM text, a provider's
+    webhook); `optional` when an absent body is accepted."""
 
     def mark(handler: F) -> F:
-        setattr(handler, BODY_MODEL_ATTR, model)
+        setattr(handler, BODY_MODEL_ATTR, shape)
+        setattr(handler, BODY_MEDIA_ATTR, media_type)
+        setattr(handler, BODY_OPTIONAL_ATTR, optional)
+        return handler
+
+    return mark
+
+
+def documents_errors(
+    *statuses: int, shapes: dict[int, type[BaseModel]] | None = None
+) -> Callable[[F], F]:
+    """Name the error statuses a handler answers beyond those the OpenAPI document infers
+    (401 and 403 behind a gate, 400 with a body or a query, 404 with a path parameter).
+    `shapes` adds a second body shape to a status (the self-license `license_invalid`)."""
+
+    def mark(handler: F) -> F:
+        setattr(handler, ERRORS_ATTR, (tuple(statuses), dict(shapes or {})))
         return handler
 
     return mark
@@ -192,6 +218,7 @@ def json_body(model: type[M], *, allow_empty: bool = False) -> Any:
         return validate_model(model, await parse_json_object(request, allow_empty=allow_empty))
 
     setattr(dependency, BODY_MODEL_ATTR, model)
+    setattr(dependency, BODY_OPTIONAL_ATTR, allow_empty)
     return Depends(dependency)
 
 

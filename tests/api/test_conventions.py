@@ -143,7 +143,10 @@ async def test_openapi_document(server) -> None:  # type: ignore[no-untyped-def]
     for path in ("/v1/validate", "/v1/admin/licenses", "/v1/machines/activate"):
         assert path in paths
     assert paths["/v1/validate"]["post"]["security"] == []
-    assert paths["/v1/admin/licenses"]["post"]["security"] == [{"bearerAuth": []}]
+    assert paths["/v1/admin/licenses"]["post"]["security"] == [
+        {"bearerAuth": []},
+        {"sessionCookie": []},
+    ]
     body = paths["/v1/validate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/ValidateRequest"}
     assert "key" in document["components"]["schemas"]["ValidateRequest"]["properties"]

@@ -29,6 +29,7 @@ from keysat.state import AppState, app_state
 from keysat.wire import (
     OkResponse,
     documents_body,
+    documents_errors,
     format_optional_ts,
     format_ts,
     json_body,
@@ -64,6 +65,7 @@ async def spend(state: AppState, request: Request, kind: str, message: str, fall
 
 @public_router.post("/v1/purchase", response_model=schemas.PurchaseResponse)
 @documents_body(schemas.PurchaseRequest)
+@documents_errors(404, 409, 429, 502, 503)
 async def purchase(request: Request) -> JSONResponse:
     state = app_state(request)
     await spend(
@@ -84,6 +86,7 @@ async def poll_purchase(request: Request, invoice_id: str) -> JSONResponse:
 
 @public_router.post("/v1/redeem", response_model=schemas.RedeemResponse)
 @documents_body(schemas.RedeemRequest)
+@documents_errors(404, 409, 429)
 async def redeem(request: Request) -> JSONResponse:
     state = app_state(request)
     await spend(
@@ -99,6 +102,7 @@ async def redeem(request: Request) -> JSONResponse:
 
 @public_router.post("/v1/recover", response_model=schemas.RecoverResponse)
 @documents_body(schemas.RecoverRequest)
+@documents_errors(404, 429)
 async def recover(request: Request) -> JSONResponse:
     state = app_state(request)
     body = await parse_body(request, schemas.RecoverRequest)
@@ -114,6 +118,7 @@ async def recover(request: Request) -> JSONResponse:
 
 
 @public_router.get("/v1/discount-codes/preview", response_model=schemas.PreviewResponse)
+@documents_errors(404, 429, 502)
 async def preview_code(
     request: Request,
     code: str | None = None,
@@ -153,6 +158,7 @@ async def list_codes(
 
 
 @admin_router.post("/v1/admin/discount-codes", response_model=schemas.DiscountCodeOut)
+@documents_errors(402, 404, 409)
 async def create_code(
     request: Request,
     actor: Actor = require_scope("discount_codes:write"),
@@ -187,6 +193,7 @@ async def get_code(
 
 
 @admin_router.patch("/v1/admin/discount-codes/{code_id}", response_model=schemas.DiscountCodeOut)
+@documents_errors(409)
 async def update_code(
     request: Request,
     code_id: str,
@@ -200,6 +207,7 @@ async def update_code(
 
 
 @admin_router.patch("/v1/admin/discount-codes/{code_id}/active", response_model=OkResponse)
+@documents_errors(402)
 async def set_code_active(
     request: Request,
     code_id: str,
@@ -213,6 +221,7 @@ async def set_code_active(
 
 
 @admin_router.delete("/v1/admin/discount-codes/{code_id}", response_model=schemas.DeletedCode)
+@documents_errors(409)
 async def delete_code(
     request: Request, code_id: str, actor: Actor = require_scope("discount_codes:write")
 ) -> JSONResponse:
@@ -398,6 +407,7 @@ async def list_rates(request: Request, actor: Actor = require_scope("rates:read"
 
 
 @admin_router.post("/v1/admin/rates/refresh", response_model=schemas.RateOut)
+@documents_errors(502)
 async def refresh_rate(
     request: Request,
     actor: Actor = require_scope("rates:write"),
@@ -444,6 +454,7 @@ async def pin_rate(
 
 
 @admin_router.delete("/v1/admin/rates/pins/{currency}", response_model=schemas.PinCleared)
+@documents_errors(400)
 async def clear_pin(
     request: Request, currency: str, actor: Actor = require_scope("rates:write")
 ) -> JSONResponse:

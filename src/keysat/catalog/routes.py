@@ -16,6 +16,7 @@ from keysat.state import app_state
 from keysat.wire import (
     BODY_MODEL_ATTR,
     OkResponse,
+    documents_errors,
     json_body,
     parse_json_object,
     query_bool,
@@ -56,6 +57,7 @@ async def list_products(
 
 
 @admin_router.post("/v1/admin/products", response_model=schemas.ProductOut)
+@documents_errors(402, 404, 409)
 async def create_product(
     request: Request,
     actor: Actor = require_scope("products:write"),
@@ -74,6 +76,7 @@ async def create_product(
 
 
 @admin_router.patch("/v1/admin/products/{product_id}", response_model=schemas.ProductOut)
+@documents_errors(409)
 async def update_product(
     request: Request,
     product_id: str,
@@ -100,6 +103,7 @@ async def set_product_active(
 
 
 @admin_router.delete("/v1/admin/products/{product_id}", response_model=schemas.ProductDeleted)
+@documents_errors(409)
 async def delete_product(
     request: Request,
     product_id: str,
@@ -117,6 +121,7 @@ async def delete_product(
 
 
 @admin_router.get("/v1/admin/policies", response_model=schemas.PolicyList)
+@documents_errors(404)
 async def list_policies(
     request: Request,
     actor: Actor = require_scope("policies:read"),
@@ -134,6 +139,7 @@ async def list_policies(
 
 
 @admin_router.post("/v1/admin/policies", response_model=schemas.PolicyOut)
+@documents_errors(402, 404, 409)
 async def create_policy(
     request: Request,
     actor: Actor = require_scope("policies:write"),
@@ -151,6 +157,7 @@ async def create_policy(
 
 
 @admin_router.patch("/v1/admin/policies/{policy_id}", response_model=schemas.PolicyOut)
+@documents_errors(402, 409)
 async def update_policy(
     request: Request,
     policy_id: str,
@@ -217,6 +224,7 @@ async def set_policy_tip(
 
 
 @admin_router.delete("/v1/admin/policies/{policy_id}", response_model=schemas.PolicyDeleted)
+@documents_errors(409)
 async def delete_policy(
     request: Request,
     policy_id: str,

@@ -11,7 +11,7 @@ from keysat.errors import bad_request
 from keysat.issuer import schemas
 from keysat.issuer.service import export_issuer_key, import_issuer_key
 from keysat.state import app_state
-from keysat.wire import read_body, respond
+from keysat.wire import documents_body, documents_errors, read_body, respond
 
 router = APIRouter()
 
@@ -41,6 +41,8 @@ async def issuer_public_key(request: Request) -> JSONResponse:
 
 
 @router.post("/v1/admin/import-issuer-key", response_model=schemas.ImportIssuerKeyResponse)
+@documents_body({"type": "string", "description": "The Ed25519 private key, PEM."}, "text/plain")
+@documents_errors(409)
 async def import_key(request: Request, actor: Actor = require_master()) -> JSONResponse:
     state = app_state(request)
     raw = await read_body(request)

@@ -17,6 +17,7 @@ from keysat.subscriptions.service import cancel_for_revoke
 from keysat.wire import (
     OkResponse,
     documents_body,
+    documents_errors,
     format_optional_ts,
     format_ts,
     json_body,
@@ -54,6 +55,7 @@ async def validate(request: Request) -> JSONResponse:
 
 @public_router.post("/v1/machines/activate", response_model=schemas.ActivateResponse)
 @documents_body(schemas.MachineRequest)
+@documents_errors(404)
 async def activate(request: Request) -> JSONResponse:
     body = await parse_body(request, schemas.MachineRequest)
     return respond(await app_state(request).machines.activate(body, _caller(request).client_ip))
@@ -131,6 +133,7 @@ async def license_counts(
 
 
 @admin_router.post("/v1/admin/licenses", response_model=schemas.IssuedLicense)
+@documents_errors(404)
 async def issue_license(
     request: Request,
     actor: Actor = require_scope("licenses:write"),
@@ -193,6 +196,7 @@ async def unsuspend_license(
 
 
 @admin_router.get("/v1/admin/machines", response_model=schemas.MachineList)
+@documents_errors(404)
 async def list_machines(
     request: Request,
     actor: Actor = require_scope("machines:read"),

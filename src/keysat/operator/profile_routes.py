@@ -9,7 +9,7 @@ from keysat.access.actor import Actor
 from keysat.access.routes import require_scope
 from keysat.operator import profiles, schemas
 from keysat.state import app_state
-from keysat.wire import documents_body, json_body, parse_body, respond
+from keysat.wire import documents_body, documents_errors, json_body, parse_body, respond
 
 router = APIRouter()
 PROFILE = "/v1/admin/merchant-profiles/{profile_id}"
@@ -25,6 +25,7 @@ async def list_profiles(
 
 @router.post("/v1/admin/merchant-profiles", response_model=schemas.ProfileOut)
 @documents_body(schemas.ProfileCreate)
+@documents_errors(402)
 async def create_profile(
     request: Request, actor: Actor = require_scope("merchant_profiles:write")
 ) -> JSONResponse:
@@ -60,6 +61,7 @@ async def update_profile(
 
 
 @router.delete(PROFILE, response_model=schemas.ProfileDone)
+@documents_errors(409)
 async def delete_profile(
     request: Request, profile_id: str, actor: Actor = require_scope("merchant_profiles:write")
 ) -> JSONResponse:
@@ -93,6 +95,7 @@ async def set_rail_preference(
 
 
 @router.delete(f"{PROFILE}/rail-preferences/{{rail}}", response_model=schemas.RailPreferenceCleared)
+@documents_errors(400)
 async def clear_rail_preference(
     request: Request,
     profile_id: str,

@@ -10,6 +10,7 @@ from keysat import __version__
 from keysat.access.actor import Actor
 from keysat.access.routes import require_master, require_scope
 from keysat.clock import clock
+from keysat.errors import LicenseInvalidBody
 from keysat.operator import community, schemas, tiering
 from keysat.operator.dbinfo import db_info
 from keysat.operator.service import (
@@ -23,7 +24,7 @@ from keysat.operator.service import (
 from keysat.state import app_state
 from keysat.web.format import prefers_html
 from keysat.web.routes import home_page
-from keysat.wire import OkResponse, json_body, query_int, respond
+from keysat.wire import OkResponse, documents_errors, json_body, query_int, respond
 
 router = APIRouter()
 
@@ -90,6 +91,7 @@ async def list_jobs(
 
 
 @router.post("/v1/admin/jobs/{name}/run", response_model=schemas.JobOut)
+@documents_errors(409)
 async def run_job(request: Request, name: str, actor: Actor = require_master()) -> JSONResponse:
     state = app_state(request)
     job = await state.jobs.run_now(name)
@@ -164,6 +166,7 @@ async def self_license(request: Request, actor: Actor = require_scope("tier:read
 
 
 @router.post("/v1/admin/self-license", response_model=schemas.Activated)
+@documents_errors(409, shapes={400: LicenseInvalidBody})
 async def activate_self_license(
     request: Request,
     actor: Actor = require_master(),

@@ -25,7 +25,15 @@ from keysat.state import AppState, app_state
 from keysat.web.buyer import checkout_extras
 from keysat.web.format import format_date_time
 from keysat.web.pages import message_page, render
-from keysat.wire import format_ts, json_body, normalize_id, read_body, respond
+from keysat.wire import (
+    documents_body,
+    documents_errors,
+    format_ts,
+    json_body,
+    normalize_id,
+    read_body,
+    respond,
+)
 
 public_router = APIRouter()
 admin_router = APIRouter()
@@ -37,8 +45,23 @@ SANDBOX_REFERRER_POLICY = "same-origin"
 
 # --- inbound webhooks ---------------------------------------------------------------------
 
+# Read as raw bytes: the signature covers them exactly as sent.
+BTCPAY_EVENT = {
+    "type": "object",
+    "description": "A BTCPay Server webhook event, signed in the `BTCPay-Sig` header.",
+}
+ZAPRITE_EVENT = {
+    "type": "object",
+    "description": "A Zaprite webhook event; its order is fetched back from Zaprite.",
+}
+# The legacy paths answer for the default merchant profile's provider, which may not exist.
+WEBHOOK_ERRORS = documents_errors(401, 404)
+LEGACY_WEBHOOK_ERRORS = documents_errors(401, 503)
 
-@public_router.post("/v1/btcpay/webhook/{provider_id}", include_in_schema=True)
+
+@public_router.post("/v1/btcpay/webhook/{provider_id}", response_model=None)
+@documents_body(BTCPAY_EVENT)
+@WEBHOOK_ERRORS
 async def btcpay_webhook(request: Request, provider_id: str) -> Response:
     state = app_state(request)
     raw = await read_body(request)
@@ -48,7 +71,9 @@ async def btcpay_webhook(request: Request, provider_id: str) -> Response:
     return Response(status_code=200)
 
 
-@public_router.post("/v1/btcpay/webhook")
+@public_router.post("/v1/btcpay/webhook", response_model=None)
+@documents_body(BTCPAY_EVENT)
+@LEGACY_WEBHOOK_ERRORS
 async def btcpay_webhook_legacy(request: Request) -> Response:
     state = app_state(request)
     raw = await read_body(request)
@@ -56,14 +81,18 @@ async def btcpay_webhook_legacy(request: Request) -> Response:
     return Response(status_code=200)
 
 
-@public_router.post("/v1/zaprite/webhook/{provider_id}")
+@public_router.post("/v1/zaprite/webhook/{provider_id}", response_model=None)
+@documents_body(ZAPRITE_EVENT)
+@WEBHOOK_ERRORS
 async def zaprite_webhook(request: Request, provider_id: str) -> Response:
     state = app_state(request)
     await handle_zaprite(state.db, state.settlement, provider_id, await read_body(request))
     return Response(status_code=200)
 
 
-@public_router.post("/v1/zaprite/webhook")
+@public_router.post("/v1/zaprite/webhook", response_model=None)
+@documents_body(ZAPRITE_EVENT)
+@LEGACY_WEBHOOK_ERRORS
 async def zaprite_webhook_legacy(request: Request) -> Response:
     state = app_state(request)
     await handle_zaprite(state.db, state.settlement, None, await read_body(request))
@@ -74,6 +103,7 @@ async def zaprite_webhook_legacy(request: Request) -> Response:
 
 
 @admin_router.post("/v1/admin/btcpay/connect", response_model=schemas.ConnectStarted)
+@documents_errors(404, 409, 503)
 async def btcpay_connect(
     request: Request,
     actor: Actor = require_provider_connect(),
@@ -94,13 +124,39 @@ def _form_fields(raw: bytes) -> dict[str, list[str]]:
         return {}
 
 
-@public_router.get("/v1/btcpay/authorize/callback", response_model=None)
+CALLBACK_FORM = {
+    "type": "object",
+    "properties": {
+        "apiKey": {"type": "string"},
+        "userId": {"type": "string"},
+        "permissions": {"type": "array", "items": {"type": "string"}},
+    },
+}
+CALLBACK_PAGE = {"text/html": {"schema": {"type": "string"}}}
+# A browser lands on the GET: every failure is a page with the error's status.
+CALLBACK_GET_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The connected, or the cancelled, page.", "content": CALLBACK_PAGE},
+    303: {"description": "No `apiKey`: back to `/`."},
+    **{
+        status: {"description": "The failure page.", "content": CALLBACK_PAGE}
+        for status in (400, 401, 409, 502)
+    },
+}
+
+
+@public_router.get(
+    "/v1/btcpay/authorize/callback",
+    response_class=HTMLResponse,
+    responses=CALLBACK_GET_ANSWERS,
+)
 async def btcpay_authorize_callback_get(request: Request, state: str | None = None) -> Response:
     """BTCPay's redirect after consent (or refusal), with the key in the query string."""
     return await _authorize_callback(request, state)
 
 
-@public_router.post("/v1/btcpay/authorize/callback", response_model=None)
+@public_router.post("/v1/btcpay/authorize/callback", response_class=HTMLResponse)
+@documents_body(CALLBACK_FORM, "application/x-www-form-urlencoded")
+@documents_errors(400, 401, 409, 502)
 async def btcpay_authorize_callback_post(request: Request, state: str | None = None) -> Response:
     """BTCPay's consent page posting the new key as a form."""
     return await _authorize_callback(request, state)
@@ -159,6 +215,7 @@ def _callback_failure(error: ApiError) -> str:
 
 
 @admin_router.post("/v1/admin/btcpay/disconnect", response_model=schemas.BTCPayDisconnected)
+@documents_errors(404)
 async def btcpay_disconnect(
     request: Request,
     actor: Actor = require_master(),
@@ -171,6 +228,7 @@ async def btcpay_disconnect(
 
 
 @admin_router.get("/v1/admin/btcpay/status", response_model=schemas.BTCPayStatus)
+@documents_errors(404)
 async def btcpay_status(
     request: Request,
     actor: Actor = require_scope("payment_providers:read"),
@@ -182,6 +240,7 @@ async def btcpay_status(
 
 
 @admin_router.get("/v1/admin/btcpay/payment-methods", response_model=schemas.PaymentMethods)
+@documents_errors(404, 502, 503)
 async def btcpay_payment_methods(
     request: Request,
     actor: Actor = require_scope("payment_providers:read"),
@@ -197,6 +256,8 @@ async def btcpay_payment_methods(
 
 
 @admin_router.post("/v1/admin/zaprite/connect", response_model=schemas.ZapriteConnected)
+@documents_body(schemas.ZapriteConnectBody)
+@documents_errors(402, 404, 409, 502)
 async def zaprite_connect(request: Request, actor: Actor = require_master()) -> JSONResponse:
     state = app_state(request)
     connect.check_zaprite_allowed(state.settings, state.tier())
@@ -216,6 +277,7 @@ async def zaprite_connect(request: Request, actor: Actor = require_master()) -> 
 
 
 @admin_router.post("/v1/admin/zaprite/disconnect", response_model=schemas.ZapriteDisconnected)
+@documents_errors(404)
 async def zaprite_disconnect(
     request: Request,
     actor: Actor = require_master(),
@@ -226,6 +288,7 @@ async def zaprite_disconnect(
 
 
 @admin_router.get("/v1/admin/zaprite/status", response_model=schemas.ZapriteStatus)
+@documents_errors(404)
 async def zaprite_status(
     request: Request,
     actor: Actor = require_scope("payment_providers:read"),
@@ -277,6 +340,8 @@ async def _invoice_for_sandbox(session: Any, sandbox_invoice: SandboxInvoice) ->
     "/v1/admin/sandbox/invoices/{invoice_id}/{action}",
     response_model=schemas.SandboxActionResponse,
 )
+@documents_body(schemas.SandboxPayBody, optional=True)
+@documents_errors(409)
 async def sandbox_invoice_action(
     request: Request,
     invoice_id: str,
@@ -384,7 +449,9 @@ async def _checkout_context(state: AppState, row: SandboxInvoice) -> dict[str, A
     }
 
 
-@public_router.get("/sandbox/checkout/{sandbox_id}", response_class=HTMLResponse)
+@public_router.get(
+    "/sandbox/checkout/{sandbox_id}", response_class=HTMLResponse, include_in_schema=False
+)
 async def sandbox_checkout(request: Request, sandbox_id: str) -> HTMLResponse:
     state = app_state(request)
     row = None
@@ -403,7 +470,9 @@ async def sandbox_checkout(request: Request, sandbox_id: str) -> HTMLResponse:
     )
 
 
-@public_router.post("/sandbox/checkout/{sandbox_id}/{action}", response_model=None)
+@public_router.post(
+    "/sandbox/checkout/{sandbox_id}/{action}", response_model=None, include_in_schema=False
+)
 async def sandbox_checkout_action(request: Request, sandbox_id: str, action: str) -> Response:
     state = app_state(request)
     row = None

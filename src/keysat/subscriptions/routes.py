@@ -17,7 +17,15 @@ from keysat.operator.service import record_audit
 from keysat.state import AppState, app_state
 from keysat.subscriptions import schemas, service
 from keysat.subscriptions.clock import MAX_DAYS, MAX_SECONDS, OFFSET_SETTING, clock_json
-from keysat.wire import documents_body, json_body, normalize_id, parse_body, query_int, respond
+from keysat.wire import (
+    documents_body,
+    documents_errors,
+    json_body,
+    normalize_id,
+    parse_body,
+    query_int,
+    respond,
+)
 
 public_router = APIRouter()
 admin_router = APIRouter()
@@ -37,6 +45,7 @@ def cancelled_json(result: service.Cancelled) -> dict[str, object]:
 
 @public_router.post("/v1/subscriptions/cancel", response_model=schemas.CancelResponse)
 @documents_body(schemas.CancelRequest)
+@documents_errors(401, 404)
 async def buyer_cancel(request: Request) -> JSONResponse:
     state = app_state(request)
     body = await parse_body(request, schemas.CancelRequest)
@@ -52,6 +61,7 @@ async def buyer_cancel(request: Request) -> JSONResponse:
 
 @public_router.post("/v1/upgrade-quote", response_model=schemas.QuoteResponse)
 @documents_body(schemas.QuoteRequest)
+@documents_errors(401, 404, 409, 502)
 async def upgrade_quote(request: Request) -> JSONResponse:
     state = app_state(request)
     body = await parse_body(request, schemas.QuoteRequest)
@@ -60,6 +70,7 @@ async def upgrade_quote(request: Request) -> JSONResponse:
 
 @public_router.post("/v1/upgrade", response_model=schemas.UpgradeResponse)
 @documents_body(schemas.UpgradeRequest)
+@documents_errors(401, 404, 409, 502, 503)
 async def upgrade(request: Request) -> JSONResponse:
     state = app_state(request)
     body = await parse_body(request, schemas.UpgradeRequest)
@@ -108,6 +119,7 @@ async def list_subscriptions(
 @admin_router.post(
     "/v1/admin/subscriptions/{subscription_id}/cancel", response_model=schemas.CancelResponse
 )
+@documents_errors(409)
 async def admin_cancel(
     request: Request,
     subscription_id: str,
@@ -124,6 +136,7 @@ async def admin_cancel(
 @admin_router.post(
     "/v1/admin/licenses/{license_id}/change-tier", response_model=schemas.ChangeTierResponse
 )
+@documents_errors(409, 502, 503)
 async def change_tier(
     request: Request,
     license_id: str,
@@ -152,6 +165,7 @@ def _require_sandbox(state: AppState) -> None:
 
 
 @admin_router.get("/v1/admin/sandbox/clock", response_model=schemas.ClockOut)
+@documents_errors(404)
 async def sandbox_clock(
     request: Request, actor: Actor = require_scope("subscriptions:read")
 ) -> JSONResponse:
@@ -160,6 +174,7 @@ async def sandbox_clock(
 
 
 @admin_router.post("/v1/admin/sandbox/clock/advance", response_model=schemas.ClockAdvanced)
+@documents_errors(404)
 async def advance_sandbox_clock(
     request: Request,
     actor: Actor = require_scope("subscriptions:write"),
@@ -200,6 +215,7 @@ def advance_seconds(body: schemas.ClockAdvance) -> int:
 
 
 @admin_router.post("/v1/admin/sandbox/clock/reset", response_model=schemas.ClockOut)
+@documents_errors(404)
 async def reset_sandbox_clock(
     request: Request, actor: Actor = require_scope("subscriptions:write")
 ) -> JSONResponse:

@@ -13,10 +13,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 START_DEADLINE_SECONDS = 10.0
 
@@ -70,3 +71,49 @@ class ThreadedServer:
         self._server.should_exit = True
         self._thread.join(timeout=START_DEADLINE_SECONDS)
         self._sock.close()
+
+
+class RestartablePeer:
+    """A fake provider served on a fresh 127.0.0.1 port by each `start()`, so a test can take
+    it down and bring it back. Subclasses answer requests in `_app`; `_stopping` is set on
+    `stop()` so handlers parked by a simulated hang let the server exit promptly."""
+
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+        self._server: ThreadedServer | None = None
+
+    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self._stopping.clear()
+
+        # uvicorn takes a bound method for an ASGI2 app; a plain coroutine function is ASGI3.
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await self._app(scope, receive, send)
+
+        self._server = ThreadedServer(app).start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self._server.url

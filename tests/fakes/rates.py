@@ -19,14 +19,13 @@ import json
 import threading
 import time
 from decimal import Decimal, InvalidOperation
-from types import TracebackType
 from typing import Literal, get_args
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from .base import RecordedRequest, ThreadedServer
+from .base import RecordedRequest, RestartablePeer
 
 Source = Literal["kraken", "coinbase", "coingecko"]
 FailMode = Literal[
@@ -71,7 +70,7 @@ def _kraken_text(text: str) -> str:
     return format(number, "f")
 
 
-class FakeRates:
+class FakeRates(RestartablePeer):
     """The three rate sources on a free 127.0.0.1 port; a context manager or start()/stop().
 
     `set_price` sets the price every source reports; `set_source_price` overrides it for one
@@ -86,50 +85,13 @@ class FakeRates:
     ) -> None:
         self.hang_seconds = hang_seconds
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: ThreadedServer | None = None
+        super().__init__()
         self._prices = {
             ccy.upper(): _decimal_text(v) for ccy, v in (prices or DEFAULT_PRICES).items()
         }
         self._overrides: dict[Source, dict[str, str]] = {s: {} for s in get_args(Source)}
         self._failures: dict[Source, tuple[FailMode, float]] = {}
         self._requests: list[RecordedRequest] = []
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> FakeRates:
-        self._stopping.clear()
-
-        # uvicorn takes a bound method for an ASGI2 app; a plain coroutine function is ASGI3.
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            await self._app(scope, receive, send)
-
-        self._server = ThreadedServer(app).start()
-        return self
-
-    def stop(self) -> None:
-        # Release handlers parked by a hang first, so the server can drain and exit promptly.
-        self._stopping.set()
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> FakeRates:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeRates is not started")
-        return self._server.url
 
     # -- controls and inspection -------------------------------------------------------------
 

@@ -42,7 +42,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from types import TracebackType
 from typing import Any, Literal, get_args
 
 import httpx
@@ -50,7 +49,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from .base import RecordedRequest, ThreadedServer
+from .base import RecordedRequest, RestartablePeer
 
 DEFAULT_API_KEY = "zaprite-test-key"
 ORDER_CURRENCIES = ("BTC", "USD", "EUR")
@@ -143,7 +142,7 @@ def _type_issues(body: dict[str, Any], types: dict[str, type]) -> list[str]:
     return issues
 
 
-class FakeZaprite:
+class FakeZaprite(RestartablePeer):
     """Zaprite's `/v1` API on a free 127.0.0.1 port; use as a context manager or start()/stop().
 
     `contact_field` picks where an order reports its contact: `contact` (`contact.id`),
@@ -156,8 +155,7 @@ class FakeZaprite:
         self.api_key = api_key
         self.contact_field: ContactField = contact_field
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: ThreadedServer | None = None
+        super().__init__()
         self._orders: dict[str, dict[str, Any]] = {}
         self._contacts: dict[str, dict[str, Any]] = {}
         self._requests: list[RecordedRequest] = []
@@ -194,42 +192,6 @@ class FakeZaprite:
             ("GET", re.compile(r"/pay/(?P<key>.+)"), self._checkout_page),
             ("POST", re.compile(r"/pay/(?P<key>.+)"), self._checkout_pay),
         ]
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> FakeZaprite:
-        self._stopping.clear()
-
-        # uvicorn takes a bound method for an ASGI2 app; a plain coroutine function is ASGI3.
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            await self._app(scope, receive, send)
-
-        self._server = ThreadedServer(app).start()
-        return self
-
-    def stop(self) -> None:
-        # Release handlers parked by a hang first, so the server can drain and exit promptly.
-        self._stopping.set()
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> FakeZaprite:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeZaprite is not started")
-        return self._server.url
 
     # -- inspection --------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """`make test`: lint, types, then the whole suite on SQLite and again on PostgreSQL.
 
-The browser tests (Playwright driving Debian's Chromium) and the unit tests of pure code
-run in the SQLite leg only: they exercise pages and functions, not the database, and a
-second run would only double their time. Each leg spreads its tests over one worker process
-per CPU (pytest-xdist), keeping a module's tests together so a module's server starts once.
+The browser tests (Playwright driving Debian's Chromium), the schemathesis fuzz run and the
+unit tests of pure code run in the SQLite leg only: they exercise pages, the HTTP contract
+and functions, not the database, and a second run would only double their time. Each leg
+spreads its tests over one worker process per CPU (pytest-xdist), keeping a module's tests
+together so a module's server starts once.
 Legs that cannot run on this machine are named with the reason; under CI (CI=true) a
 missing PostgreSQL or a missing Chromium is a failure, never a skip.
 """
@@ -23,6 +24,7 @@ BIN = Path(sys.executable).parent
 PG_URL = os.environ.get("KEYSAT_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHROMIUM = Path("/usr/bin/chromium")
 NOT_BROWSER = ["-m", "not browser"]
+NOT_BROWSER_NOR_FUZZ = ["-m", "not browser and not fuzz"]
 NOT_UNIT = ["--ignore=tests/unit"]
 PARALLEL = ["-n", "auto", "--dist", "loadscope"]
 
@@ -67,7 +69,7 @@ def pytest_leg(
 def main() -> int:
     in_ci = os.environ.get("CI", "").lower() == "true"
     results: dict[str, bool] = {}
-    notes: list[str] = ["unit tests of pure code: run in the SQLite leg only"]
+    notes: list[str] = ["unit tests of pure code and the fuzz run: in the SQLite leg only"]
     totals = {"passed": 0, "failed": 0, "skipped": 0}
 
     results["ruff"] = run("ruff", [str(BIN / "ruff"), "check", "src", "tests", "bench", "tools"])
@@ -89,10 +91,10 @@ def main() -> int:
 
     if postgres_reachable():
         results["postgresql"] = pytest_leg(
-            "pytest on PostgreSQL (without the browser and unit tests)",
+            "pytest on PostgreSQL (without the browser, fuzz and unit tests)",
             {"KEYSAT_TEST_DATABASE_URL": PG_URL},
             totals,
-            [*NOT_BROWSER, *NOT_UNIT],
+            [*NOT_BROWSER_NOR_FUZZ, *NOT_UNIT],
         )
     elif in_ci:
         print("\nPostgreSQL leg: no server on 127.0.0.1:5432, and CI never skips it.")

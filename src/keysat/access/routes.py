@@ -39,6 +39,7 @@ from keysat.state import AppState, app_state
 from keysat.wire import (
     OkResponse,
     documents_body,
+    documents_errors,
     json_body,
     parse_json_object,
     read_body,
@@ -203,6 +204,7 @@ def _login_page_redirect(next_path: str, method: str, error: str, retry_after: i
 
 @login_router.post("/admin/login", status_code=204, response_class=Response)
 @documents_body(schemas.LoginBody)
+@documents_errors(401, 403, 429, 503)
 async def login(request: Request) -> Response:
     """JSON answers 204 with the cookie; the login page's form post (web.md 11.1) answers
     303 to its `next` path, or back to the login page naming the failure."""
@@ -246,6 +248,7 @@ async def login(request: Request) -> Response:
 
 
 @login_router.post("/admin/logout", status_code=204, response_class=Response)
+@documents_errors(403)
 async def logout(request: Request) -> Response:
     """The sign-out button posts a form and lands on the login page; JSON answers 204."""
     state = app_state(request)

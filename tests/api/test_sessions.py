@@ -558,7 +558,9 @@ async def test_logout_ends_the_session_after_the_csrf_check(server: Any) -> None
         headers={**cookie(token), "content-type": "application/x-www-form-urlencoded"},
         content=f"csrf_token={csrf}".encode(),
     )
-    assert response.status_code == 204 and response.content == b""
+    # The sign-out button's form post lands on the login page (web.md 11.1).
+    assert response.status_code == 303
+    assert response.headers["location"] == "/admin/login?signed_out=1"
     assert response.headers["set-cookie"] == CLEARING
     assert await session_rows(server) == []
     assert (await server.client.get("/v1/admin/audit", headers=cookie(token))).status_code == 401
@@ -681,3 +683,49 @@ async def test_a_database_error_never_carries_the_statement_values(server: Any) 
         async with server.state.db.write() as session:
             session.add(duplicate)
     assert "secret-csrf-value-that-must-not-leak" not in str(failed.value)
+
+
+FORM = {"Origin": ORIGIN, "content-type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "location"),
+    [
+        ({"next": "/admin/licenses?status=active"}, "/admin/licenses?status=active"),
+        ({}, "/admin/"),
+        ({"next": "https://evil.example/admin/"}, "/admin/"),
+        ({"next": "//evil.example/admin/"}, "/admin/"),
+        ({"next": "/v1/admin/api-keys"}, "/admin/"),
+    ],
+)
+async def test_the_login_page_form_post_answers_303_to_a_safe_next_path(
+    server: Any, fields: dict[str, str], location: str
+) -> None:
+    response = await server.client.post(
+        "/admin/login", headers=FORM, data={"api_key": ADMIN_KEY, **fields}
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == location
+    token = session_token(response)
+    server.client.cookies.clear()
+    assert (await server.client.get("/v1/admin/audit", headers=cookie(token))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"api_key": "wrong"}, "method=api_key&error=wrong"),
+        ({"password": "no password is set yet"}, "method=password&error=no_password"),
+        ({}, "method=password&error=bad_request"),
+    ],
+)
+async def test_a_refused_login_form_goes_back_to_the_login_page_naming_the_failure(
+    server: Any, fields: dict[str, str], error: str
+) -> None:
+    response = await server.client.post(
+        "/admin/login", headers=FORM, data={"next": "/admin/jobs", **fields}
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/admin/login?next=%2Fadmin%2Fjobs&{error}"
+    assert "set-cookie" not in response.headers
+    assert await session_rows(server) == []

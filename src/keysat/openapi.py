@@ -18,7 +18,13 @@ from pydantic import BaseModel
 from keysat import __version__
 from keysat.access.routes import declared_gate
 from keysat.errors import ERROR_CODES, ErrorBody, TierCapBody
-from keysat.wire import BODY_MEDIA_ATTR, BODY_MODEL_ATTR, BODY_OPTIONAL_ATTR, ERRORS_ATTR
+from keysat.wire import (
+    BODY_ALTERNATIVES_ATTR,
+    BODY_MEDIA_ATTR,
+    BODY_MODEL_ATTR,
+    BODY_OPTIONAL_ATTR,
+    ERRORS_ATTR,
+)
 
 SCHEMA_REF = "#/components/schemas/{model}"
 SESSION_COOKIE = "keysat_session"
@@ -72,10 +78,10 @@ def _request_body(route: APIRoute, schemas: dict[str, Any]) -> dict[str, Any] | 
     if shape is None:
         return None
     media_type = _marker(route, BODY_MEDIA_ATTR) or "application/json"
-    return {
-        "required": not _marker(route, BODY_OPTIONAL_ATTR),
-        "content": {media_type: {"schema": _schema_of(shape, schemas)}},
-    }
+    content = {media_type: {"schema": _schema_of(shape, schemas)}}
+    for other, schema in (_marker(route, BODY_ALTERNATIVES_ATTR) or {}).items():
+        content[other] = {"schema": schema}
+    return {"required": not _marker(route, BODY_OPTIONAL_ATTR), "content": content}
 
 
 def _error_schema(status: int, schemas: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from keysat.errors import bad_request
 MAX_BODY_BYTES = 2 * 1024 * 1024
 BODY_MODEL_ATTR = "__keysat_body_model__"
 BODY_MEDIA_ATTR = "__keysat_body_media__"
+BODY_ALTERNATIVES_ATTR = "__keysat_body_alternatives__"
 BODY_OPTIONAL_ATTR = "__keysat_body_optional__"
 ERRORS_ATTR = "__keysat_errors__"
 
@@ -183,15 +184,18 @@ def documents_body(
     media_type: str = "application/json",
     *,
     optional: bool = False,
+    alternatives: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[F], F]:
     """Name the body of a handler that parses its own, for the OpenAPI document: a model,
     or a plain JSON schema for a body no model describes (raw PEM text, a provider's
-    webhook); `optional` when an absent body is accepted."""
+    webhook); `optional` when an absent body is accepted; `alternatives` maps other media
+    types the handler accepts (an HTML form's post) to their schemas."""
 
     def mark(handler: F) -> F:
         setattr(handler, BODY_MODEL_ATTR, shape)
         setattr(handler, BODY_MEDIA_ATTR, media_type)
         setattr(handler, BODY_OPTIONAL_ATTR, optional)
+        setattr(handler, BODY_ALTERNATIVES_ATTR, dict(alternatives or {}))
         return handler
 
     return mark

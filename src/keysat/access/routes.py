@@ -202,8 +202,26 @@ def _login_page_redirect(next_path: str, method: str, error: str, retry_after: i
     return _no_store(RedirectResponse(f"/admin/login?{urlencode(query)}", status_code=303))
 
 
-@login_router.post("/admin/login", status_code=204, response_class=Response)
-@documents_body(schemas.LoginBody)
+LOGIN_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "password": {"type": "string"},
+        "api_key": {"type": "string"},
+        "next": {"type": "string", "description": "a path under /admin/ to land on"},
+    },
+}
+FORM_ANSWER: dict[int | str, dict[str, Any]] = {
+    303: {
+        "description": "A form post: to `next` with the session cookie on success, or back to "
+        "the login page with the failure named in its query."
+    }
+}
+
+
+@login_router.post(
+    "/admin/login", status_code=204, response_class=Response, responses=FORM_ANSWER
+)
+@documents_body(schemas.LoginBody, alternatives={FORM_MEDIA_TYPE: LOGIN_FORM_SCHEMA})
 @documents_errors(401, 403, 429, 503)
 async def login(request: Request) -> Response:
     """JSON answers 204 with the cookie; the login page's form post (web.md 11.1) answers
@@ -247,7 +265,12 @@ async def login(request: Request) -> Response:
     return _no_store(response)
 
 
-@login_router.post("/admin/logout", status_code=204, response_class=Response)
+@login_router.post(
+    "/admin/logout",
+    status_code=204,
+    response_class=Response,
+    responses={303: {"description": "A form post: to the login page, signed out."}},
+)
 @documents_errors(403)
 async def logout(request: Request) -> Response:
     """The sign-out button posts a form and lands on the login page; JSON answers 204."""

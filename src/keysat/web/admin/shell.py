@@ -178,6 +178,8 @@ class Secret:
     back: str
     back_label: str = "I've saved it — close"
     extra: list[tuple[str, str]] = field(default_factory=list)
+    copy_label: str = "Copy"
+    warning: str = "It will not be shown again. Copy it somewhere safe now."
 
 
 def notice_redirect(url: str, notice: str, *, kind: str = "ok") -> RedirectResponse:

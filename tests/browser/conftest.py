@@ -161,7 +161,11 @@ def shoot() -> Callable[[Page, str], None]:
         original = page.viewport_size or DESKTOP
         for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
             page.set_viewport_size(size)  # type: ignore[arg-type]
-            page.screenshot(path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True)
+            # The phone layout slides the sidebar away with a transition; without this the
+            # shot catches it half-way across the page.
+            page.screenshot(
+                path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True, animations="disabled"
+            )
         page.set_viewport_size(original)  # type: ignore[arg-type]
 
     return take

@@ -82,16 +82,22 @@ class AdminApi:
         *,
         json: Any = None,
         params: dict[str, Any] | None = None,
+        text: str | None = None,
     ) -> Answer:
         query = {name: value for name, value in (params or {}).items() if value is not None}
+        headers = dict(self._headers)
+        if text is not None:
+            # The few endpoints whose body is not JSON (a PEM key) take plain text.
+            headers["Content-Type"] = "text/plain; charset=utf-8"
         transport = httpx.ASGITransport(app=self._app, client=self._client)
         async with httpx.AsyncClient(transport=transport, base_url=self._origin) as client:
             response = await client.request(
                 method,
                 path,
                 json=json,
+                content=text.encode("utf-8") if text is not None else None,
                 params=query,
-                headers=self._headers,
+                headers=headers,
             )
         if not response.content:
             return Answer(response.status_code)

@@ -158,7 +158,6 @@ def test_suspend_unsuspend_and_revoke_twice_record_their_reasons(
     dialog = admin.locator("dialog[open]")
     expect(dialog).to_contain_text("This cannot be undone. The key stops validating online.")
     dialog.get_by_label("Reason (optional, recorded in the audit log)").fill(f"refunded {tag}")
-    shoot(admin, "admin-licenses-revoke-dialog")
     dialog.get_by_role("button", name="Revoke").click()
     expect(head.locator(".pill").first).to_have_text("Revoked")
     expect(head.get_by_role("button", name="Revoke")).to_have_count(0)
@@ -272,3 +271,38 @@ def test_charging_the_difference_shows_the_checkout_url(
     assert invoice["invoice"]["kind"] == "tier_change"
     assert (invoice["invoice"]["status"], invoice["invoice"]["checkout_url"]) == ("pending", url)
     assert _license(keysat, license_id)["policy_slug"] == "basic"
+
+
+def test_a_purchased_license_has_a_receipt_link_and_a_cancellable_subscription(
+    admin: Page, keysat: KeysatServer
+) -> None:
+    slug, tag = _catalog(keysat)
+    keysat.create_policy(slug, "monthly", name="Monthly", is_recurring=True, renewal_period_days=30)
+    bought = keysat.admin.post(
+        "/v1/purchase",
+        json={"product": slug, "policy_slug": "monthly", "buyer_email": f"p-{tag}@example.com"},
+    ).json()
+    keysat.admin_post(f"/v1/admin/sandbox/invoices/{bought['invoice_id']}/pay")
+    (row,) = keysat.admin.get(
+        "/v1/admin/licenses/search", params={"invoice_id": bought["invoice_id"]}
+    ).json()["licenses"]
+
+    admin.goto(f"/admin/licenses/{row['id']}")
+    receipt = f"{keysat.base_url}/thank-you?invoice_id={bought['invoice_id']}"
+    admin.get_by_role("button", name="Copy receipt link").click()
+    assert admin.evaluate("navigator.clipboard.readText()") == receipt
+    invoices = admin.locator("section", has=admin.get_by_role("heading", name="Invoices"))
+    expect(invoices.locator(".pill")).to_have_text("Settled")
+    subscription = admin.locator("section", has=admin.get_by_role("heading", name="Subscription"))
+    expect(subscription).to_contain_text("1,000 sats / mo")
+
+    subscription.get_by_role("button", name="Cancel subscription").click()
+    dialog = admin.locator("dialog[open]")
+    dialog.get_by_label("Reason (optional, recorded in the audit log)").fill(f"asked {tag}")
+    dialog.get_by_role("button", name="Cancel subscription").click()
+    expect(admin.locator(".notice")).to_have_text("Subscription cancelled.")
+    expect(subscription.locator(".pill")).to_have_text("Cancelled")
+    (sub,) = keysat.admin.get("/v1/admin/subscriptions", params={"license_id": row["id"]}).json()[
+        "subscriptions"
+    ]
+    assert (sub["status"], sub["cancellation_reason"]) == ("cancelled", f"asked {tag}")

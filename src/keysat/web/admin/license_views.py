@@ -28,6 +28,10 @@ STATUS_FILTERS = (
     ("expiring", "Expiring within 30 days"),
 )
 MACHINE_FILTERS = (("active", "Active"), ("deactivated", "Deactivated"), ("all", "All"))
+SOURCES = {
+    "admin_issue": "Issued by hand",
+    "purchase": "Purchase",
+}
 STATUS_TONES = {"active": "ok", "suspended": "warn", "revoked": "bad"}
 
 
@@ -140,6 +144,8 @@ def metadata_lines(metadata: Any) -> list[tuple[str, str]]:
             text = ", ".join(str(item) for item in value)
         elif isinstance(value, dict):
             text = ", ".join(f"{k}: {v}" for k, v in value.items())
+        elif key == "source":
+            text = SOURCES.get(str(value), str(value))
         else:
             text = str(value)
         lines.append((key.replace("_", " ").capitalize(), text))

@@ -479,6 +479,7 @@ def _change_context(catalog: Catalog, row: dict[str, Any]) -> dict[str, Any]:
         options.append(
             {
                 "slug": tier["slug"],
+                "name": tier["name"],
                 "label": views.tier_label(tier),
                 "current": tier["id"] == row["policy_id"],
                 "disabled": tier["id"] == row["policy_id"] or not tier["active"],
@@ -580,7 +581,7 @@ async def change_tier(request: Request, license_id: str) -> Response:
         {
             "result": answer.body,
             "license": row,
-            "tier_label": chosen["label"] if chosen else body["to_policy_slug"],
+            "tier_name": chosen["name"] if chosen else body["to_policy_slug"],
         },
         active=ACTIVE,
         title="Tier changed" if answer.body.get("applied") else "Invoice created",

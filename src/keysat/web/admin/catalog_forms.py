@@ -8,7 +8,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 CURRENCIES = ("SAT", "USD", "EUR")
 DEFAULT_AMOUNTS = {"SAT": "50000", "USD": "49.00", "EUR": "49.00"}
@@ -108,7 +107,3 @@ def cap_notice(usage: int, cap: int | None) -> CapNotice | None:
     if usage > cap:
         return CapNotice("over", usage, cap)
     return CapNotice("reached" if usage == cap else "approaching", usage, cap)
-
-
-def entitlement_names(product: Mapping[str, Any]) -> dict[str, str]:
-    return {entry["slug"]: entry["name"] for entry in product.get("entitlements_catalog") or []}

@@ -12,10 +12,10 @@ from keysat.web.format import MONTHS
 
 WIDTH = 640
 HEIGHT = 240
-LEFT = 52
-RIGHT = 8
+LEFT = 56
+RIGHT = 28
 TOP = 12
-BOTTOM = 28
+BOTTOM = 30
 GRIDLINES = 4
 
 

@@ -100,6 +100,9 @@ def test_a_support_key_made_in_the_ui_works_with_its_role_until_revoked(
     expect(row.locator(".pill")).to_have_text("Revoked")
     expect(row.get_by_role("button", name="Revoke")).to_have_count(0)
     shoot(admin, "admin-api-keys-revoked")
+    admin.locator(".table-head").get_by_role("link", name=re.compile("Show revoked")).click()
+    expect(admin).to_have_url(re.compile(r"/admin/api-keys$"))
+    expect(row).to_have_count(0)
 
 
 def test_without_javascript_generate_and_revoke_a_key(

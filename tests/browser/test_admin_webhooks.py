@@ -142,6 +142,8 @@ def test_add_an_endpoint_see_a_delivery_and_its_payload(
     expect(payload).to_be_visible()
     expect(payload).to_contain_text(f'"license_id": "{license_id}"')
     expect(payload).to_contain_text('"event_type": "license.issued"')
+    # A full-page shot paints the sticky bars where the page is scrolled to.
+    admin.evaluate("window.scrollTo(0, 0)")
     shoot(admin, "admin-webhooks-delivered")
 
     admin.goto("/admin/webhooks")
@@ -206,6 +208,7 @@ def test_a_failing_receiver_a_dead_letter_and_a_redelivery(
     queued = admin.locator("#deliveries tbody tr.queued-row")
     # The background worker may already have sent it by the time the page renders.
     expect(queued.locator(".pill")).to_have_text(re.compile("Queued|Delivered"))
+    admin.evaluate("window.scrollTo(0, 0)")
     shoot(admin, "admin-webhooks-queued")
     run_delivery_job(keysat)
     receiver.wait_until(lambda got: any(item.request.status == 200 for item in got))

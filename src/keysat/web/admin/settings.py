@@ -118,6 +118,15 @@ def expiry_text(expires_at: int | None) -> str:
     return datetime.fromtimestamp(expires_at, UTC).strftime("%d %b %Y %H:%M (UTC)")
 
 
+def activated_text(tier: dict[str, Any]) -> str:
+    """The server's own message lists entitlements with bare commas, which cannot wrap on
+    a phone; this says the same in words."""
+    entitlements = ", ".join(tier.get("entitlements") or []) or "none"
+    expires_at = tier.get("expires_at")
+    expiry = f"expires {expiry_text(expires_at)}" if expires_at else "perpetual"
+    return f"License {tier.get('license_id')} activated ({expiry}). Entitlements: {entitlements}."
+
+
 def size_text(size: int) -> str:
     if size < 0:
         return "unknown"
@@ -160,6 +169,7 @@ async def _page(
         clock = await api.get("/v1/admin/sandbox/clock") if tier["sandbox"] else None
     except ApiFailure as failure:
         return await failure_page(request, session, api, failure, active=ACTIVE)
+    rows = rate_rows(rates["rates"])
     return await render_admin(
         request,
         session,
@@ -176,7 +186,8 @@ async def _page(
             "self_license": self_license,
             "license_source": SOURCE_TEXT.get(self_license.get("source") or "", None),
             "expiry": expiry_text(self_license.get("expires_at")),
-            "rates": rate_rows(rates["rates"]),
+            "rates": rows,
+            "rates_options": [(r.currency, r.currency) for r in rows],
             "age_text": age_text,
             "community": community,
             "preview": json.dumps(community["preview_heartbeat"], indent=2),
@@ -297,9 +308,7 @@ async def activate_license(request: Request) -> Response:
             status=answer.status,
             echo={"license_key": form.get("license_key")},
         )
-    return notice_redirect(
-        f"{HOME}#license", str(answer.body.get("message") or "License activated.")
-    )
+    return notice_redirect(f"{HOME}#license", activated_text(answer.body.get("tier") or {}))
 
 
 @router.post("/admin/settings/license/refresh", response_model=None)
@@ -342,21 +351,29 @@ async def move_clock(request: Request, action: str) -> Response:
     return notice_redirect(f"{HOME}#sandbox", text)
 
 
+@router.post("/admin/settings/rates/pin", response_model=None)
+async def pin_rate(request: Request) -> Response:
+    return await _rate_action(request, None, "pin")
+
+
 @router.post("/admin/settings/rates/{currency}/{action}", response_model=None)
 async def rate_action(request: Request, currency: str, action: str) -> Response:
+    return await _rate_action(request, currency, action)
+
+
+async def _rate_action(request: Request, currency: str | None, action: str) -> Response:
     session = await form_session(request)
     api = AdminApi(request, session)
     form = await read_form(request)
-    code = currency.upper()
+    code = (currency or form.text("currency")).upper()
     if action == "refresh":
         answer = await api.send("POST", "/v1/admin/rates/refresh", {"currency": code})
         done = f"{code} rate refreshed."
     elif action == "pin":
         units = _units(form.text("units_per_btc"))
         if units is None:
-            return await _refused(
-                request, session, api, Problem("Enter the rate as a number of units per BTC."), 400
-            )
+            problem = Problem("Enter the rate as a number of units per BTC.", field="units_per_btc")
+            return await _page(request, session, api, problem=problem, status=400, echo=form.echo())
         answer = await api.send("PUT", f"/v1/admin/rates/pins/{code}", {"units_per_btc": units})
         done = f"{code} pinned at {units} per BTC."
     elif action == "unpin":

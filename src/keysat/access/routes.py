@@ -218,9 +218,7 @@ FORM_ANSWER: dict[int | str, dict[str, Any]] = {
 }
 
 
-@login_router.post(
-    "/admin/login", status_code=204, response_class=Response, responses=FORM_ANSWER
-)
+@login_router.post("/admin/login", status_code=204, response_class=Response, responses=FORM_ANSWER)
 @documents_body(schemas.LoginBody, alternatives={FORM_MEDIA_TYPE: LOGIN_FORM_SCHEMA})
 @documents_errors(401, 403, 429, 503)
 async def login(request: Request) -> Response:

@@ -244,3 +244,16 @@ def test_without_javascript_add_reveal_and_delete_an_endpoint(
     assert all(
         e["url"] != url for e in keysat.admin.get("/v1/admin/webhook-endpoints").json()["endpoints"]
     )
+
+
+def test_a_url_the_server_refuses_keeps_the_form_and_shows_its_message(admin: Page) -> None:
+    admin.goto("/admin/webhooks?new=1")
+    # The browser's own URL check lets port 0 through; the server does not.
+    admin.fill("#f-url", "http://127.0.0.1:0/hooks")
+    admin.fill("#f-description", "typed by hand")
+    admin.locator("#add-endpoint input[value='license.revoked']").check()
+    admin.get_by_role("button", name="Add endpoint").click()
+    expect(admin.locator("[data-problem]")).to_contain_text("field 'url' must be an absolute")
+    expect(admin.locator("#f-url-hint")).to_contain_text("field 'url' must be an absolute")
+    expect(admin.locator("#f-description")).to_have_value("typed by hand")
+    expect(admin.locator("#add-endpoint input[value='license.revoked']")).to_be_checked()

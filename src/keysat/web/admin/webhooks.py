@@ -188,6 +188,7 @@ async def _page(
             "event_types": EVENT_TYPES,
             "open_form": form is not None or query.get("new") == "1",
             "values": form.echo() if form else {},
+            "field_errors": {problem.field: problem.message} if problem and problem.field else {},
             "checked": form.all("event_types") if form else ["*"],
             "base": BASE,
         },
@@ -214,7 +215,13 @@ async def create_endpoint(request: Request) -> Response:
         body["event_types"] = ["*"] if "*" in events else events
     answer = await api.send("POST", "/v1/admin/webhook-endpoints", body)
     if not answer.ok:
-        return await _page(request, problem=Problem.of(answer), status=answer.status, form=form)
+        problem = Problem.of(answer)
+        field = next(
+            (name for name in ("url", "description") if f"'{name}'" in problem.message), None
+        )
+        if field:
+            problem = Problem(problem.message, problem.upgrade_url, field)
+        return await _page(request, problem=problem, status=answer.status, form=form)
     return await secret_page(
         request, session, api, endpoint_secret(answer.body, created=True), active=ACTIVE
     )

@@ -56,13 +56,13 @@ def issue_one(keysat: KeysatServer) -> str:
     return str(keysat.issue_license(slug, policy_slug="std")["license_id"])
 
 
-def add_endpoint(page: Page, url: str, events: list[str]) -> str:
+def add_endpoint(page: Page, url: str, events: list[str], description: str = "Order system") -> str:
     """Fill and send the "Add an endpoint" form; returns the secret from the show-once page."""
     form = page.locator("#add-endpoint")
     if form.get_attribute("open") is None:
         form.locator("summary").click()
     page.fill("#f-url", url)
-    page.fill("#f-description", "Order system")
+    page.fill("#f-description", description)
     if events != ["*"]:
         form.locator("input[value='*']").uncheck()
         for name in events:
@@ -109,7 +109,9 @@ def test_add_an_endpoint_see_a_delivery_and_its_payload(
     ]
     shoot(admin, "admin-webhooks-add")
 
-    secret = add_endpoint(admin, receiver.url, ["license.issued"])
+    # Operator text is plain text: markup in it must show as typed and never run.
+    description = "Orders <img src=x onerror=alert(1)>"
+    secret = add_endpoint(admin, receiver.url, ["license.issued"], description)
     assert re.fullmatch(r"[0-9a-f]{64}", secret)
     expect(admin.locator(".show-once")).to_contain_text(whsec(secret))
     shoot(admin, "admin-webhooks-secret")
@@ -120,6 +122,7 @@ def test_add_an_endpoint_see_a_delivery_and_its_payload(
     expect(row).to_contain_text("license.issued")
     expect(row.locator(".pill")).to_have_text("Active")
     expect(row).to_contain_text("None yet")
+    expect(row).to_contain_text(description)
 
     receiver.secret = secret
     license_id = issue_one(keysat)

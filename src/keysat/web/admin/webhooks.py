@@ -40,6 +40,7 @@ STATUSES = (
     ("failed", "Failed (dead-lettered)"),
 )
 DEFAULT_STATUS = "failed"
+DELIVERY_LIMIT = 100
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ async def _page(
                 "/v1/admin/webhook-deliveries",
                 status=chosen,
                 endpoint_id=endpoint_filter,
-                limit=100,
+                limit=DELIVERY_LIMIT,
             )
         )["deliveries"]
         latest = {
@@ -185,6 +186,7 @@ async def _page(
             "delete_confirmation": delete_confirmation,
             "queued": query.get("queued"),
             "payload": payload,
+            "delivery_limit": DELIVERY_LIMIT,
             "event_types": EVENT_TYPES,
             "open_form": form is not None or query.get("new") == "1",
             "values": form.echo() if form else {},

@@ -339,5 +339,11 @@ def test_sandbox_profiles_show_the_sandbox_row(
 ) -> None:
     admin.goto("/admin/payments")
     expect(admin.locator(".sandbox-row").first).to_contain_text("Sandbox (simulated payments)")
-    expect(admin.locator(".profile-card .pill", has_text="Default")).to_have_count(1)
+    default = admin.locator(".profile-card", has=admin.locator(".pill", has_text="Default"))
+    expect(default.get_by_role("button", name="Connect Zaprite")).to_be_disabled()
+    expect(default).to_contain_text("Zaprite takes real payments: not in sandbox mode")
     shoot(admin, "admin-payments-sandbox")
+    # The shared server has no BTCPAY_URL: the refusal is the server's own message.
+    default.get_by_role("button", name="Connect BTCPay").click()
+    expect(admin.locator("[data-problem]")).to_contain_text("BTCPAY_URL")
+    expect(admin.locator("#btcpay-dialog")).to_be_hidden()

@@ -211,7 +211,7 @@ async def _page(
             "tier": tier,
             "cap": cap,
             "used": used,
-            "zaprite_allowed": tier["sandbox"] or "zaprite_payments" in tier["entitlements"],
+            "zaprite_allowed": "zaprite_payments" in tier["entitlements"],
             "form": form if form is not None else {},
             "open_create": form is not None,
             "default_brand": DEFAULT_BRAND,

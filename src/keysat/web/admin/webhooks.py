@@ -95,11 +95,11 @@ def deliveries_url(
 def endpoint_secret(endpoint: dict[str, Any], *, created: bool) -> Secret:
     secret = str(endpoint.get("secret") or "")
     return Secret(
-        title="Endpoint added: its signing secret" if created else "Signing secret",
+        title="Endpoint added" if created else "Signing secret",
         value=secret,
         note=(
-            f"Deliveries to {endpoint.get('url')} are signed with this secret. Put it in your "
-            "receiver's configuration to check X-Keysat-Signature, or give the Standard "
+            f"Deliveries to {endpoint.get('url')} are signed with this signing secret. Put it "
+            "in your receiver's configuration to check X-Keysat-Signature, or give the Standard "
             "Webhooks form below to a Standard Webhooks library."
         ),
         back=BASE,

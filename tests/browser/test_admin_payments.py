@@ -347,3 +347,18 @@ def test_sandbox_profiles_show_the_sandbox_row(
     default.get_by_role("button", name="Connect BTCPay").click()
     expect(admin.locator("[data-problem]")).to_contain_text("BTCPAY_URL")
     expect(admin.locator("#btcpay-dialog")).to_be_hidden()
+
+
+def test_hostile_profile_text_stays_text(own_browse: Browse, own: KeysatServer) -> None:
+    make_pro(own)
+    hostile = "</script><script>alert(1)</script>\"' <img src=x onerror=alert(2)>"
+    profile = own.admin_post(
+        "/v1/admin/merchant-profiles",
+        {"name": hostile[:200], "legal_name": hostile, "support_email": "a@b.example"},
+    )
+    page = admin_login(own_browse.page(), "/admin/payments")
+    box = page.locator(f"#profile-{profile['id']}")
+    expect(box.locator("h2").first).to_contain_text("</script><script>alert(1)</script>")
+    expect(box).to_contain_text("<img src=x onerror=alert(2)>")
+    expect(page.locator("img[src=x]")).to_have_count(0)
+    own.admin.delete(f"/v1/admin/merchant-profiles/{profile['id']}")

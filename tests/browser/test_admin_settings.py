@@ -13,11 +13,13 @@ import re
 from collections.abc import Callable, Iterator
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, expect
 
 from browser.conftest import Browse, admin_login
 from browser.licensed_server import licensed_server
 from e2e.harness import KeysatServer, launch_server
+from keysat.keys import generate_private_key
 from support import self_license_key
 
 pytestmark = pytest.mark.browser
@@ -156,6 +158,33 @@ def test_community_analytics_opt_in_saves_on_change(
     expect(page.locator("#community")).to_contain_text(state["install_uuid"])
     page.get_by_label("Send the anonymous heartbeat").uncheck()
     expect(page.locator(".notice")).to_have_text("Community analytics off.")
+
+
+def test_a_signing_key_is_imported_while_no_license_exists(
+    sandbox_browse: Browse, sandboxed: KeysatServer
+) -> None:
+    key = generate_private_key()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    page = admin_login(sandbox_browse.page(), "/admin/settings")
+    page.get_by_text("Danger zone: import an existing signing key").click()
+    page.fill("#f-pem", "not a key")
+    page.get_by_role("button", name="Import signing key").click()
+    expect(page.locator("[data-problem]")).to_contain_text("PRIVATE KEY")
+    page.get_by_text("Danger zone: import an existing signing key").click()
+    page.fill("#f-pem", pem)
+    page.get_by_role("button", name="Import signing key").click()
+    expect(page.locator(".notice")).to_have_text(
+        "Signing key imported; new keys are signed with it."
+    )
+    expect(page.locator("#public-pem")).to_have_text(public.strip())
+    assert sandboxed.admin.get("/v1/issuer/public-key").json()["public_key_pem"] == public
 
 
 def test_activating_this_servers_license(

@@ -83,7 +83,7 @@ def test_tiers_are_created_edited_and_managed_as_cards(
     assert team["metadata"]["marketing_bullets"] == ["Priority support", "Shared seats"]
     assert team["max_machines"] == 5 and team["tier_rank"] == 2
 
-    card = page.locator("li[data-tier='team-plan']")
+    card = section.locator("li[data-tier='team-plan']")
     expect(card).to_contain_text("$19.99 / yr")
     expect(card).to_contain_text("14-day free trial")
     expect(card.locator("li.is-hidden")).to_have_text("Premium themes")
@@ -118,16 +118,18 @@ def test_tiers_are_created_edited_and_managed_as_cards(
     expect(basic_card).to_contain_text("Private")
     basic_card.get_by_role("button", name="Archive", exact=True).first.click()
     page.locator("dialog[open]").get_by_role("button", name="Archive").click()
-    expect(page.locator("li[data-tier='basic']")).to_have_count(0)
+    expect(section.locator("li[data-tier='basic']")).to_have_count(0)
     assert _tiers(keysat, slug)["basic"]["archived_at"] is not None
     page.get_by_role("link", name="Show archived").click()
-    expect(page.locator("li[data-tier='basic'] .admin-tier")).to_have_class(
+    expect(section.locator("li[data-tier='basic'] .admin-tier")).to_have_class(
         re.compile("is-archived")
     )
     shoot(page, "admin-policies-archived")
 
     keysat.issue_license(slug, policy_slug="basic")
-    page.locator("li[data-tier='basic']").get_by_role("button", name=re.compile("^Delete")).click()
+    section.locator("li[data-tier='basic']").get_by_role(
+        "button", name=re.compile("^Delete")
+    ).click()
     expect(page.locator(".confirm-page")).to_contain_text("Licenses: 1")
     page.get_by_role("button", name="Delete tier").click()
     expect(page.locator("h1")).to_have_text(re.compile("and everything sold with it"))
@@ -154,7 +156,7 @@ def test_add_a_tier_without_javascript(admin_nojs: Page, keysat: KeysatServer) -
     expect(page.locator("#f-entitlements_text")).to_have_value("pro, export")
     page.fill("#f-price", "")
     page.locator(".edit-card .actions").get_by_role("button", name="Create tier").click()
-    card = page.locator("li[data-tier='lifetime']")
+    card = page.locator(f"#product-{slug} li[data-tier='lifetime']")
     expect(card).to_contain_text("21,000 sats")
     expect(card).to_contain_text("365 days")
     tier = _tiers(keysat, slug)["lifetime"]

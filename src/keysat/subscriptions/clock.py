@@ -3,6 +3,8 @@ every process through the settings table and re-read by each at most once a seco
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +19,8 @@ from keysat.wire import format_ts
 
 OFFSET_SETTING = "sandbox_clock_offset_seconds"
 REFRESH_SECONDS = 1.0
+# Longer than a move's transaction takes to commit after it set the offset here.
+MOVE_SETTLE_SECONDS = 2.0
 MAX_SECONDS = 31_622_400
 MAX_DAYS = 366
 
@@ -38,14 +42,19 @@ class SandboxClock:
         self._db = db
         self.enabled = enabled
         self._follower = Repeating("sandbox-clock", REFRESH_SECONDS, self.load)
+        self._last_move = -math.inf
 
     async def load(self) -> None:
-        """Adopt the shared offset (another process may have moved it)."""
+        """Adopt the shared offset (another process may have moved it). A read close to a
+        move made in this process is dropped: it may predate the move's commit, and
+        adopting it would undo the move here until the next refresh."""
         if not self.enabled:
             return
+        started = time.monotonic()
         async with self._db.read() as session:
             stored = await get_setting(session, OFFSET_SETTING)
-        clock.set_sandbox_offset(parse_offset(stored))
+        if self._last_move < started - MOVE_SETTLE_SECONDS:
+            clock.set_sandbox_offset(parse_offset(stored))
 
     async def stored_offset(self, session: AsyncSession) -> int:
         """The shared offset, locked for the caller's transaction, so advances from two
@@ -56,6 +65,7 @@ class SandboxClock:
 
     async def move(self, session: AsyncSession, offset_seconds: int) -> None:
         await put_setting(session, OFFSET_SETTING, str(offset_seconds))
+        self._last_move = time.monotonic()
         clock.set_sandbox_offset(offset_seconds)
 
     def start(self) -> None:

@@ -22,6 +22,7 @@ from playwright.sync_api import (
     Dialog,
     Page,
     Route,
+    expect,
     sync_playwright,
 )
 from playwright.sync_api import Error as PlaywrightError
@@ -39,6 +40,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# The browser leg runs beside the database legs on a busy machine; Playwright's 5 s default
+# for an expectation to come true is too tight there. It still fails a page that never shows.
+expect.set_options(timeout=20_000)
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
@@ -159,6 +164,10 @@ def shoot() -> Callable[[Page, str], None]:
 
     def take(page: Page, name: str) -> None:
         original = page.viewport_size or DESKTOP
+        scrolled = page.evaluate("() => [window.scrollX, window.scrollY]")
+        # A full-page shot of a scrolled page draws the sticky sidebar and top bar where the
+        # window was, half-way down the picture.
+        page.evaluate("() => window.scrollTo(0, 0)")
         for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
             page.set_viewport_size(size)  # type: ignore[arg-type]
             # The phone layout slides the sidebar away with a transition; without this the
@@ -167,6 +176,7 @@ def shoot() -> Callable[[Page, str], None]:
                 path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True, animations="disabled"
             )
         page.set_viewport_size(original)  # type: ignore[arg-type]
+        page.evaluate("([x, y]) => window.scrollTo(x, y)", scrolled)
 
     return take
 

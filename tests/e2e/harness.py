@@ -32,7 +32,7 @@ from keysat.keys import load_private_key_pem
 ADMIN_KEY = "e2e-admin-key-0123456789abcdefghijklmnopqrstuv"
 KEYSAT_BIN = Path(sys.executable).with_name("keysat")
 PG_URL_VARIABLE = "KEYSAT_TEST_DATABASE_URL"
-STARTUP_DEADLINE_SECONDS = 30.0
+STARTUP_DEADLINE_SECONDS = 60.0
 STOP_DEADLINE_SECONDS = 10.0
 
 

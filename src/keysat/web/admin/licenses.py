@@ -32,6 +32,7 @@ from keysat.web.admin.shell import (
     confirm_page,
     failure_page,
     form_session,
+    not_found_page,
     notice_redirect,
     page_session,
     read_form,
@@ -384,21 +385,6 @@ def receipt_url(request: Request, invoice_id: str | None) -> str | None:
     return f"{origin}/thank-you?{urlencode({'invoice_id': invoice_id})}"
 
 
-async def _missing(
-    request: Request, session: WebSession, api: AdminApi, license_id: str
-) -> HTMLResponse:
-    return await render_admin(
-        request,
-        session,
-        api,
-        "admin/message.html",
-        {"heading": "No such license", "text": f"There is no license {license_id}."},
-        active=ACTIVE,
-        title="Not found",
-        status=404,
-    )
-
-
 @router.get("/admin/licenses/{license_id}", response_class=HTMLResponse)
 async def license_detail(request: Request, license_id: str) -> HTMLResponse:
     session = await page_session(request)
@@ -406,7 +392,9 @@ async def license_detail(request: Request, license_id: str) -> HTMLResponse:
     try:
         row = await find_license(api, license_id)
         if row is None:
-            return await _missing(request, session, api, license_id)
+            return await not_found_page(
+                request, session, api, f"license {license_id}", active=ACTIVE
+            )
         context = await _detail_context(api, row)
     except ApiFailure as failure:
         return await failure_page(request, session, api, failure, active=ACTIVE)
@@ -453,7 +441,9 @@ async def _status_action(request: Request, license_id: str, action: str) -> Resp
     if not form.flag("confirmed"):
         row = await find_license(api, license_id)
         if row is None:
-            return await _missing(request, session, api, license_id)
+            return await not_found_page(
+                request, session, api, f"license {license_id}", active=ACTIVE
+            )
         confirmation = confirmations(row)[action]
         return await confirm_page(
             request, session, api, confirmation, form, active=ACTIVE, back=back
@@ -531,7 +521,9 @@ async def change_tier_page(request: Request, license_id: str) -> HTMLResponse:
     try:
         row = await find_license(api, license_id)
         if row is None:
-            return await _missing(request, session, api, license_id)
+            return await not_found_page(
+                request, session, api, f"license {license_id}", active=ACTIVE
+            )
         return await _change_page(request, session, api, row)
     except ApiFailure as failure:
         return await failure_page(request, session, api, failure, active=ACTIVE)
@@ -552,7 +544,7 @@ async def change_tier(request: Request, license_id: str) -> Response:
     form = await read_form(request)
     row = await find_license(api, license_id)
     if row is None:
-        return await _missing(request, session, api, license_id)
+        return await not_found_page(request, session, api, f"license {license_id}", active=ACTIVE)
     values = form.echo()
     body = _change_body(form)
     if not body["to_policy_slug"]:

@@ -21,6 +21,7 @@ from keysat.web.admin.shell import (
     confirm_page,
     failure_page,
     form_session,
+    not_found_page,
     notice_redirect,
     page_session,
     read_form,
@@ -197,19 +198,6 @@ async def _product(api: AdminApi, slug: str) -> dict[str, Any] | None:
     return next((p for p in products if p["slug"] == slug), None)
 
 
-async def _missing(request: Request, session: WebSession, api: AdminApi, what: str) -> Response:
-    return await render_admin(
-        request,
-        session,
-        api,
-        "admin/message.html",
-        {"heading": "Not found", "text": f"There is no {what}."},
-        active=ACTIVE,
-        title="Not found",
-        status=404,
-    )
-
-
 async def _form_page(
     request: Request,
     session: WebSession,
@@ -254,7 +242,7 @@ async def new_tier_page(request: Request, product: str = "") -> Response:
     api = AdminApi(request, session)
     found = await _product(api, product)
     if found is None:
-        return await _missing(request, session, api, f"product '{product}'")
+        return await not_found_page(request, session, api, f"product '{product}'", active=ACTIVE)
     return await _form_page(request, session, api, found, tier_values(None, found))
 
 
@@ -265,7 +253,7 @@ async def create_tier(request: Request, product: str = "") -> Response:
     form = await read_form(request)
     found = await _product(api, product)
     if found is None:
-        return await _missing(request, session, api, f"product '{product}'")
+        return await not_found_page(request, session, api, f"product '{product}'", active=ACTIVE)
     try:
         body = tier_body(form, found, create=True)
     except FieldError as error:
@@ -302,7 +290,9 @@ async def edit_tier_page(request: Request, policy_id: str) -> Response:
     api = AdminApi(request, session)
     found = await _find(api, policy_id)
     if found is None:
-        return await _missing(request, session, api, f"tier with id {policy_id}")
+        return await not_found_page(
+            request, session, api, f"tier with id {policy_id}", active=ACTIVE
+        )
     policy, product, _ = found
     return await _form_page(
         request, session, api, product, tier_values(policy, product), policy=policy
@@ -316,7 +306,9 @@ async def edit_tier(request: Request, policy_id: str) -> Response:
     form = await read_form(request)
     found = await _find(api, policy_id)
     if found is None:
-        return await _missing(request, session, api, f"tier with id {policy_id}")
+        return await not_found_page(
+            request, session, api, f"tier with id {policy_id}", active=ACTIVE
+        )
     policy, product, _ = found
     values = {**echoed_tier(form), "slug": policy["slug"]}
     try:
@@ -365,7 +357,9 @@ async def toggle(request: Request, policy_id: str, action: str) -> Response:
     form = await read_form(request)
     found = await _find(api, policy_id)
     if found is None or action not in TOGGLES:
-        return await _missing(request, session, api, f"tier with id {policy_id}")
+        return await not_found_page(
+            request, session, api, f"tier with id {policy_id}", active=ACTIVE
+        )
     policy = found[0]
     asks = {"archive": archive_confirmation, "disable": disable_confirmation}
     if action in asks and not form.flag("confirmed"):
@@ -395,7 +389,9 @@ async def move(request: Request, policy_id: str) -> Response:
     form = await read_form(request)
     found = await _find(api, policy_id)
     if found is None:
-        return await _missing(request, session, api, f"tier with id {policy_id}")
+        return await not_found_page(
+            request, session, api, f"tier with id {policy_id}", active=ACTIVE
+        )
     policy, _, _ = found
     shown = [tier_id for tier_id in form.text("ladder").split(",") if tier_id]
     if policy_id not in shown:
@@ -417,7 +413,9 @@ async def reorder(request: Request, product_slug: str) -> Response:
     form = await read_form(request)
     product = await _product(api, product_slug)
     if product is None:
-        return await _missing(request, session, api, f"product '{product_slug}'")
+        return await not_found_page(
+            request, session, api, f"product '{product_slug}'", active=ACTIVE
+        )
     tiers = await _tiers(api, product, True)
     known = {p["id"] for p in tiers}
     order = [tier_id for tier_id in form.text("order").split(",") if tier_id in known]
@@ -455,7 +453,9 @@ async def delete_tier(request: Request, policy_id: str) -> Response:
     form = await read_form(request)
     found = await _find(api, policy_id)
     if found is None:
-        return await _missing(request, session, api, f"tier with id {policy_id}")
+        return await not_found_page(
+            request, session, api, f"tier with id {policy_id}", active=ACTIVE
+        )
     try:
         policy = await _usage(api, found[0])
     except ApiFailure as failure:

@@ -31,6 +31,7 @@ from keysat.web.admin.shell import (
     confirm_page,
     failure_page,
     form_session,
+    not_found_page,
     notice_redirect,
     page_session,
     read_form,
@@ -297,23 +298,10 @@ async def edit_product_page(request: Request, product_id: str) -> HTMLResponse:
     except ApiFailure as failure:
         return await failure_page(request, session, api, failure, active=ACTIVE)
     if product is None:
-        return await _missing(request, session, api, product_id)
+        return await not_found_page(
+            request, session, api, f"product with id {product_id}", active=ACTIVE
+        )
     return await _edit_page(request, session, api, product)
-
-
-async def _missing(
-    request: Request, session: WebSession, api: AdminApi, product_id: str
-) -> HTMLResponse:
-    return await render_admin(
-        request,
-        session,
-        api,
-        "admin/message.html",
-        {"heading": "Not found", "text": f"There is no product with id {product_id}."},
-        active=ACTIVE,
-        title="Not found",
-        status=404,
-    )
 
 
 @router.post("/admin/products/{product_id}/edit", response_model=None)
@@ -323,7 +311,9 @@ async def edit_product(request: Request, product_id: str) -> Response:
     form = await read_form(request)
     product = await _product(api, product_id)
     if product is None:
-        return await _missing(request, session, api, product_id)
+        return await not_found_page(
+            request, session, api, f"product with id {product_id}", active=ACTIVE
+        )
     values = {**echoed_values(form), "slug": product["slug"]}
     if "add_row" in form.values or "remove_row" in form.values:
         return await _edit_page(request, session, api, product, values=values)
@@ -405,7 +395,9 @@ async def set_active(request: Request, product_id: str) -> Response:
     form = await read_form(request)
     product = await _product(api, product_id)
     if product is None:
-        return await _missing(request, session, api, product_id)
+        return await not_found_page(
+            request, session, api, f"product with id {product_id}", active=ACTIVE
+        )
     active = form.flag("active")
     if not active and not form.flag("confirmed"):
         return await confirm_page(
@@ -435,7 +427,9 @@ async def delete_product(request: Request, product_id: str) -> Response:
         return await failure_page(request, session, api, failure, active=ACTIVE)
     product = next((row for row in rows if row["id"] == product_id), None)
     if product is None:
-        return await _missing(request, session, api, product_id)
+        return await not_found_page(
+            request, session, api, f"product with id {product_id}", active=ACTIVE
+        )
     force = form.flag("force")
     if not form.flag("confirmed"):
         return await confirm_page(

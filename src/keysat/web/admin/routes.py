@@ -26,7 +26,12 @@ from keysat.web.admin import (
     webhooks,
 )
 from keysat.web.admin.api import AdminApi
-from keysat.web.admin.shell import LoginRequired, login_redirect, page_session, render_admin
+from keysat.web.admin.shell import (
+    LoginRequired,
+    login_redirect,
+    not_found_page,
+    page_session,
+)
 from keysat.web.buyer import operator_chrome
 from keysat.web.pages import message_page, render
 
@@ -121,16 +126,7 @@ async def admin_not_found(request: Request, rest: str) -> HTMLResponse:
     """Unknown admin paths get a 404 inside the layout (web.md 11.1)."""
     session = await page_session(request)
     api = AdminApi(request, session)
-    return await render_admin(
-        request,
-        session,
-        api,
-        "admin/message.html",
-        {"heading": "Not found", "text": f"There is no admin screen at /admin/{rest}."},
-        active="",
-        title="Not found",
-        status=404,
-    )
+    return await not_found_page(request, session, api, f"admin screen at /admin/{rest}", active="")
 
 
 def login_required(request: Request, exc: Exception) -> Response:

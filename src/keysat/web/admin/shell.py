@@ -343,6 +343,22 @@ async def failure_page(
     )
 
 
+async def not_found_page(
+    request: Request, session: WebSession, api: AdminApi, what: str, *, active: str
+) -> HTMLResponse:
+    """The 404 of an admin screen, inside the layout (web.md 11.1): "There is no <what>."."""
+    return await render_admin(
+        request,
+        session,
+        api,
+        "admin/message.html",
+        {"heading": "Not found", "text": f"There is no {what}."},
+        active=active,
+        title="Not found",
+        status=404,
+    )
+
+
 def reason_body(form: Form) -> dict[str, Any]:
     """The optional audit reason of a reason dialog (web.md 11.3)."""
     reason = form.optional("reason")

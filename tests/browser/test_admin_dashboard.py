@@ -74,6 +74,8 @@ def _revenue_today(page: Page) -> int:
 def _add_tier(page: Page, product: str, name: str, price: str, *, popular: bool = False) -> None:
     page.goto("/admin/policies")
     page.locator(f"#product-{product}").get_by_role("link", name=re.compile(r"\+ Add tier")).click()
+    # The slug follows the name through the page's script, which runs by the load event.
+    page.wait_for_load_state("load")
     page.fill("#f-name", name)
     page.fill("#f-price", price)
     if popular:

@@ -54,6 +54,7 @@ def test_tiers_are_created_edited_and_managed_as_cards(
     section = page.locator(f"#product-{slug}")
     section.get_by_role("link", name=re.compile(r"\+ Add tier")).click()
     expect(page.locator("label[for=f-price]")).to_have_text("Price (USD)")
+    page.wait_for_load_state("load")
     page.fill("#f-name", "Team Plan")
     expect(page.locator("#f-slug")).to_have_value("team-plan")
     page.fill("#f-description", "For small teams.")

@@ -23,6 +23,8 @@
       var touched = target.value !== "" && target.value !== slugify(source.value);
       target.addEventListener("input", function () { touched = target.value !== ""; });
       source.addEventListener("input", function () { if (!touched) { target.value = slugify(source.value); } });
+      // A name typed before this script ran fills the slug now.
+      if (!touched && target.value === "" && source.value !== "") { target.value = slugify(source.value); }
     });
   });
 
